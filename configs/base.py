@@ -1,0 +1,61 @@
+"""Defaults shared by every experiment; each config file overrides what makes it different.
+
+Key names are a contract (CLIs, tests and docs rely on them):
+model.{vocab_size, d_model, n_layers, n_heads, d_mlp, rotary_dim, max_len, head},
+mesh.{data, fsdp, tensor}, data.{path, seq_len}, train.{steps, global_batch, lr,
+warmup_steps, weight_decay, seed}, checkpoint.every, log.every.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    # "generator": next-token loss on solution tokens; "verifier": token-level BCE on the value head.
+    c.objective = "generator"
+
+    c.model = ml_collections.ConfigDict()
+    c.model.vocab_size = 51200
+    c.model.d_model = 2048
+    c.model.n_layers = 24
+    c.model.n_heads = 32
+    c.model.d_mlp = 8192
+    c.model.rotary_dim = 32
+    c.model.max_len = 2048
+    c.model.head = "lm"  # "lm" = generator, "value" = verifier (one scalar per position)
+    c.model.layer_norm_eps = 1e-5
+    c.model.rope_theta = 10000.0
+    c.model.dtype = "auto"  # compute dtype: "auto" = bfloat16 on accelerators, float32 on CPU
+    c.model.remat = False  # rematerialise each block in the backward pass (saves activations)
+
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # -1 fills with the devices left over
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+
+    c.data = ml_collections.ConfigDict()
+    c.data.path = ""  # a TFDS directory written by `python -m tinygsm_jax.data build`
+    c.data.seq_len = 1024
+    c.data.shuffle_buffer = 10000
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 20000
+    c.train.global_batch = 1024
+    c.train.micro_batch = 0  # global micro-batch for gradient accumulation; 0 = no accumulation
+    c.train.lr = 1e-4
+    c.train.end_lr_ratio = 0.1  # linear decay from lr to lr * end_lr_ratio after warm-up
+    c.train.warmup_steps = 500
+    c.train.weight_decay = 0.01
+    c.train.b1 = 0.9
+    c.train.b2 = 0.95
+    c.train.grad_clip = 1.0
+    c.train.seed = 0
+    c.train.init_from = ""  # a checkpoint to start from (imported Phi-1.5; the generator, for a verifier)
+
+    c.checkpoint = ml_collections.ConfigDict()
+    c.checkpoint.every = 1000
+    c.checkpoint.keep = 3
+
+    c.log = ml_collections.ConfigDict()
+    c.log.every = 10
+    return c

@@ -1,0 +1,302 @@
+"""The Phi transformer (Phi-1, Phi-1.5, Phi-2) in Flax NNX, as a generator or a verifier.
+
+Architecture, as in Hugging Face's `PhiForCausalLM`: token embedding; per layer one shared
+LayerNorm feeding attention and MLP in parallel, ``x + attn(ln(x)) + mlp(ln(x))``; partial
+rotary embeddings (the first `rotary_dim` dims of each head, rotate-half layout); biases on
+every projection; gelu_new (tanh approximation); a final LayerNorm; an untied LM head with
+bias. `head="value"` swaps the LM head for one scalar per position (the verifier, HF's
+`PhiForTokenClassification` with one label).
+
+Layer weights are stacked along a leading `layers` axis and the blocks run under
+`jax.lax.scan`: compile time stays flat in depth (the 1.3B model compiles for a TPU pod in
+seconds), and rematerialisation is one `jax.checkpoint` around the block function.
+
+Parameters are float32 `nnx.Param`s tagged with logical axis names in their `axes`
+metadata (`vocab`, `embed`, `heads`, `kv`, `mlp`, `layers`); `tinygsm_jax.sharding` maps
+those names to mesh axes. Compute runs in `ModelConfig.dtype` (bfloat16 on accelerators).
+
+One forward serves training and decoding. Attention is allowed from a query to a key when
+the key is not in the future, both carry the same segment id, and the id is not 0
+(padding). Training passes packed `segment_ids`; decoding passes a KV cache (`init_cache`)
+whose slots remember their segment ids, so left-padded prompts need no special case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tinygsm_jax.sharding import constrain
+
+HEADS = ("lm", "value")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The model's shape and numerics; hashable so jitted functions can close over it."""
+
+    vocab_size: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_mlp: int
+    rotary_dim: int
+    max_len: int
+    head: str = "lm"
+    layer_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    dtype: str = "float32"
+    remat: bool = False
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"model.head must be one of {HEADS}, got {self.head!r}")
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_mlp", "max_len"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"model.d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.rotary_dim % 2 or not 0 <= self.rotary_dim <= self.head_dim:
+            raise ValueError(
+                f"model.rotary_dim must be even and at most the head dim {self.head_dim}, got {self.rotary_dim}"
+            )
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    @classmethod
+    def from_config(cls, model_cfg: Any, **overrides: Any) -> ModelConfig:
+        """Build from a `config.model` ConfigDict (or dict); dtype "auto" picks by backend."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in dict(model_cfg).items() if k in fields}
+        values.update(overrides)
+        if values.get("dtype", "auto") == "auto":
+            values["dtype"] = "float32" if jax.default_backend() == "cpu" else "bfloat16"
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def count_params(cfg: ModelConfig) -> int:
+    """Parameter count from shapes alone (no allocation): 1,418,270,720 for Phi-1.5."""
+    shapes = jax.eval_shape(lambda: nnx.state(Phi(cfg, rngs=nnx.Rngs(0)), nnx.Param))
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token: 6N plus attention (the PaLM appendix B convention).
+
+    N counts every matmul weight (the embedding lookup is a gather, so it is left out; the LM
+    head is in). Attention scores and the weighted sum add 12 * n_layers * d_model * seq_len
+    (forward 2 matmuls x 2 FLOPs, backward twice that); the causal half is not discounted.
+    """
+    n = count_params(cfg) - cfg.vocab_size * cfg.d_model
+    return 6.0 * n + 12.0 * cfg.n_layers * cfg.d_model * seq_len
+
+
+def _param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple, init: str = "normal") -> nnx.Param:
+    if init == "normal":
+        value = 0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)
+    elif init == "ones":
+        value = jnp.ones(shape, jnp.float32)
+    else:
+        value = jnp.zeros(shape, jnp.float32)
+    return nnx.Param(value, axes=axes)
+
+
+class Blocks(nnx.Module):
+    """All transformer layers, their weights stacked on a leading `layers` axis."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        L, D, H, K, M = cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.head_dim, cfg.d_mlp
+        self.ln_scale = _param(rngs, (L, D), ("layers", "embed"), "ones")
+        self.ln_bias = _param(rngs, (L, D), ("layers", "embed"), "zeros")
+        for name in ("q", "k", "v"):
+            setattr(self, f"{name}_kernel", _param(rngs, (L, D, H, K), ("layers", "embed", "heads", "kv")))
+            setattr(self, f"{name}_bias", _param(rngs, (L, H, K), ("layers", "heads", "kv"), "zeros"))
+        self.o_kernel = _param(rngs, (L, H, K, D), ("layers", "heads", "kv", "embed"))
+        self.o_bias = _param(rngs, (L, D), ("layers", "embed"), "zeros")
+        self.fc1_kernel = _param(rngs, (L, D, M), ("layers", "embed", "mlp"))
+        self.fc1_bias = _param(rngs, (L, M), ("layers", "mlp"), "zeros")
+        self.fc2_kernel = _param(rngs, (L, M, D), ("layers", "mlp", "embed"))
+        self.fc2_bias = _param(rngs, (L, D), ("layers", "embed"), "zeros")
+
+    def stacked(self) -> dict[str, jax.Array]:
+        return {k: v.value for k, v in vars(self).items() if isinstance(v, nnx.Param)}
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+    """LayerNorm computed in float32, returned in x's dtype."""
+    xf = x.astype(jnp.float32)
+    mean = xf.mean(-1, keepdims=True)
+    var = jnp.square(xf - mean).mean(-1, keepdims=True)
+    y = (xf - mean) * jax.lax.rsqrt(var + eps) * scale + bias
+    return y.astype(x.dtype)
+
+
+def rotary_tables(positions: jax.Array, rotary_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+    """cos and sin, [B, T, rotary_dim], in the rotate-half layout HF's Phi uses."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
+    freqs = positions.astype(jnp.float32)[..., None] * inv_freq
+    emb = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """Rotate the first rotary_dim features of each head. x: [B, T, H, K]."""
+    rot = cos.shape[-1]
+    if rot == 0:
+        return x
+    xr, xp = x[..., :rot].astype(jnp.float32), x[..., rot:]
+    x1, x2 = jnp.split(xr, 2, axis=-1)
+    rotated = jnp.concatenate([-x2, x1], axis=-1)
+    c, s = cos[:, :, None, :], sin[:, :, None, :]
+    out = (xr * c + rotated * s).astype(x.dtype)
+    return jnp.concatenate([out, xp], axis=-1)
+
+
+def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """q: [B,T,H,K]; k, v: [B,S,H,K]; mask: [B,T,S] bool. Softmax in float32."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    logits = jnp.einsum("bthk,bshk->bhts", q, k).astype(jnp.float32) * scale
+    logits = jnp.where(mask[:, None], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhts,bshk->bthk", probs, v)
+
+
+def _block(cfg: ModelConfig, p: dict, x: jax.Array, cos, sin, mask, kv=None, index=None):
+    """One Phi layer. With `kv` (this layer's cache k, v) the new keys are written at `index`."""
+    dt = cfg.compute_dtype
+    h = layer_norm(x, p["ln_scale"], p["ln_bias"], cfg.layer_norm_eps)
+    q, k, v = (
+        jnp.einsum("btd,dhk->bthk", h, p[f"{n}_kernel"].astype(dt)) + p[f"{n}_bias"].astype(dt)
+        for n in ("q", "k", "v")
+    )
+    q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+    if kv is not None:
+        k = jax.lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), index, axis=1)
+        v = jax.lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), index, axis=1)
+    attn = _attention(q, k.astype(dt), v.astype(dt), mask)
+    attn = jnp.einsum("bthk,hkd->btd", attn, p["o_kernel"].astype(dt)) + p["o_bias"].astype(dt)
+    m = jnp.einsum("btd,dm->btm", h, p["fc1_kernel"].astype(dt)) + p["fc1_bias"].astype(dt)
+    m = constrain(jax.nn.gelu(m, approximate=True), ("batch", "length", "mlp"))
+    m = jnp.einsum("btm,md->btd", m, p["fc2_kernel"].astype(dt)) + p["fc2_bias"].astype(dt)
+    out = constrain(x + attn + m, ("batch", "length", "embed"))
+    return out, (k, v)
+
+
+def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> dict[str, jax.Array]:
+    """An empty KV cache of `length` slots: k, v [layers, B, S, heads, head_dim]."""
+    dtype = dtype or cfg.compute_dtype
+    shape = (cfg.n_layers, batch, length, cfg.n_heads, cfg.head_dim)
+    return {
+        "k": jnp.zeros(shape, dtype),
+        "v": jnp.zeros(shape, dtype),
+        "segment_ids": jnp.zeros((batch, length), jnp.int32),
+        "index": jnp.zeros((), jnp.int32),
+    }
+
+
+class Phi(nnx.Module):
+    """Phi as a generator (`head="lm"`: logits) or a verifier (`head="value"`: a score per token)."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        D, V = cfg.d_model, cfg.vocab_size
+        self.embed = _param(rngs, (V, D), ("vocab", "embed"))
+        self.blocks = Blocks(cfg, rngs=rngs)
+        self.final_ln_scale = _param(rngs, (D,), ("embed",), "ones")
+        self.final_ln_bias = _param(rngs, (D,), ("embed",), "zeros")
+        if cfg.head == "lm":
+            self.lm_head_kernel = _param(rngs, (D, V), ("embed", "vocab"))
+            self.lm_head_bias = _param(rngs, (V,), ("vocab",), "zeros")
+        else:
+            self.value_kernel = _param(rngs, (D,), ("embed",))
+            self.value_bias = _param(rngs, (), (), "zeros")
+
+    def hidden(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        cache: dict[str, jax.Array] | None = None,
+    ) -> tuple[jax.Array, dict[str, jax.Array] | None]:
+        """Final-LayerNorm hidden states [B, T, D] (and the updated cache when one is given)."""
+        cfg = self.cfg
+        B, T = tokens.shape
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+        if segment_ids is None:
+            segment_ids = jnp.ones((B, T), jnp.int32)
+        x = self.embed.value.astype(cfg.compute_dtype)[tokens]
+        x = constrain(x, ("batch", "length", "embed"))
+        cos, sin = rotary_tables(positions, cfg.rotary_dim, cfg.rope_theta)
+        params = self.blocks.stacked()
+
+        if cache is None:
+            causal = jnp.tril(jnp.ones((T, T), bool))
+            same = segment_ids[:, :, None] == segment_ids[:, None, :]
+            mask = causal[None] & same & (segment_ids[:, None, :] != 0)
+
+            def layer(h, p):
+                return _block(cfg, p, h, cos, sin, mask)[0], None
+
+            if cfg.remat:
+                layer = jax.checkpoint(layer, policy=jax.checkpoint_policies.nothing_saveable)
+            x, _ = jax.lax.scan(layer, x, params)
+            new_cache = None
+        else:
+            index = cache["index"]
+            S = cache["segment_ids"].shape[1]
+            kv_seg = jax.lax.dynamic_update_slice_in_dim(cache["segment_ids"], segment_ids, index, axis=1)
+            slots = jnp.arange(S)
+            causal = slots[None, :] <= (index + jnp.arange(T))[:, None]
+            mask = causal[None] & (kv_seg[:, None, :] == segment_ids[:, :, None]) & (kv_seg[:, None, :] != 0)
+
+            def layer(h, xs):
+                p, k, v = xs
+                h, kv = _block(cfg, p, h, cos, sin, mask, (k, v), index)
+                return h, kv
+
+            x, (ks, vs) = jax.lax.scan(layer, x, (params, cache["k"], cache["v"]))
+            new_cache = {"k": ks, "v": vs, "segment_ids": kv_seg, "index": index + T}
+        x = layer_norm(x, self.final_ln_scale.value, self.final_ln_bias.value, cfg.layer_norm_eps)
+        return x, new_cache
+
+    def head(self, x: jax.Array) -> jax.Array:
+        """Logits [B, T, V] (lm) or scores [B, T] (value), in float32."""
+        dt = self.cfg.compute_dtype
+        if self.cfg.head == "lm":
+            logits = jnp.einsum("btd,dv->btv", x, self.lm_head_kernel.value.astype(dt))
+            logits = logits.astype(jnp.float32) + self.lm_head_bias.value
+            return constrain(logits, ("batch", "length", "vocab"))
+        score = jnp.einsum("btd,d->bt", x, self.value_kernel.value.astype(dt))
+        return score.astype(jnp.float32) + self.value_bias.value
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array | None = None,
+        segment_ids: jax.Array | None = None,
+        cache: dict[str, jax.Array] | None = None,
+    ):
+        """tokens [B, T] -> logits/scores; with `cache`, returns (output, updated cache)."""
+        x, new_cache = self.hidden(tokens, positions, segment_ids, cache)
+        out = self.head(x)
+        return out if cache is None else (out, new_cache)
