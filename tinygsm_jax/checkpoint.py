@@ -122,7 +122,9 @@ def restore(
             raise
         except Exception as e:  # a damaged step: fall back to the one before
             if step is not None or i == len(steps) - 1:
-                raise UserError(f"{root}: step {s} cannot be restored ({type(e).__name__}: {e})") from None
+                raise UserError(
+                    f"{root}: step {s} cannot be restored ({type(e).__name__}: {str(e).strip().splitlines()[0][:300]})"
+                ) from None
             print(f"warning: {root} step {s} is incomplete or corrupt ({type(e).__name__}); using step {steps[i + 1]}", file=sys.stderr)
     raise AssertionError("unreachable")
 
@@ -152,8 +154,23 @@ def load_model(
         {"params": ocp.args.StandardRestore(abstract_params(cfg, shardings)), "meta": ocp.args.JsonRestore()},
     )
     graphdef, state = nnx.split(nnx.eval_shape(lambda: Phi(cfg, rngs=nnx.Rngs(0))))
+    _check_shapes(abstract_params(cfg), restored["params"], f"{root} step {step}")
     nnx.replace_by_pure_dict(state, restored["params"])
     return Loaded(nnx.merge(graphdef, state), cfg, tok, step, root, dict(restored["meta"] or {}))
+
+
+def _check_shapes(expected: dict, actual: dict, where: str) -> None:
+    """orbax restores an array with its stored shape whatever the target says: catch a
+    checkpoint whose weights do not match its model.json here, not as a wrong model later."""
+    got = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(actual)}
+    for path, want in jax.tree_util.tree_leaves_with_path(expected):
+        name = jax.tree_util.keystr(path)
+        if name not in got:
+            raise UserError(f"{where}: has no parameter {name} (the weights do not match model.json)")
+        if tuple(got[name].shape) != tuple(want.shape):
+            raise UserError(
+                f"{where}: parameter {name} has shape {tuple(got[name].shape)}, model.json implies {tuple(want.shape)}"
+            )
 
 
 def save_model(

@@ -1,0 +1,38 @@
+"""Shared test helpers: a tiny byte-level BPE tokenizer directory, made in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EOS = "<|endoftext|>"
+TEXTS = [
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
+    "def simple_math_problem() -> int:\n    result = 48 + 48 // 2\n    return result\n",
+    "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting.",
+    "    hourly_rate = 12\n    minutes = 50\n    result = hourly_rate * minutes / 60\n",
+]
+
+
+def make_tokenizer(out: str | Path, vocab_size: int = 300, texts: list[str] | None = None) -> Path:
+    """Train a byte-level BPE on a few strings and save it as an HF tokenizer directory.
+
+    The result loads with `transformers.AutoTokenizer` (eos = pad = `<|endoftext|>`); its size is
+    at most `vocab_size` (the 256 byte tokens, EOS and the merges the texts allow).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts or TEXTS, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, pad_token=EOS)
+    out = Path(out)
+    tok.save_pretrained(str(out))
+    return out
