@@ -50,7 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.b2 = 0.95
     c.train.grad_clip = 1.0
     c.train.seed = 0
-    c.train.init_from = ""  # a checkpoint to start from (imported Phi-1.5; the generator, for a verifier)
+    c.train.init_from = (
+        ""  # a checkpoint to start from (imported Phi-1.5; the generator, for a verifier)
+    )
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every = 1000

@@ -46,7 +46,9 @@ class Loaded:
     meta: dict
 
 
-def manager(root: str | Path, *, keep: int | None = 3, async_save: bool = True) -> ocp.CheckpointManager:
+def manager(
+    root: str | Path, *, keep: int | None = 3, async_save: bool = True
+) -> ocp.CheckpointManager:
     """The orbax CheckpointManager of a workdir (steps under `root/checkpoints`)."""
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, enable_async_checkpointing=async_save, create=True
@@ -54,7 +56,9 @@ def manager(root: str | Path, *, keep: int | None = 3, async_save: bool = True) 
     return ocp.CheckpointManager(Path(root).absolute() / "checkpoints", options=options)
 
 
-def write_model_info(root: str | Path, cfg: ModelConfig, objective: str, tokenizer_dir: str | Path) -> None:
+def write_model_info(
+    root: str | Path, cfg: ModelConfig, objective: str, tokenizer_dir: str | Path
+) -> None:
     """Write model.json and copy the tokenizer into `root` (process 0 only in multi-host runs)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -99,7 +103,9 @@ def abstract_params(cfg: ModelConfig, shardings: Any = None) -> dict:
     tree = nnx.to_pure_dict(state)
     if shardings is None:
         return tree
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings
+    )
 
 
 def restore(
@@ -125,12 +131,19 @@ def restore(
                 raise UserError(
                     f"{root}: step {s} cannot be restored ({type(e).__name__}: {str(e).strip().splitlines()[0][:300]})"
                 ) from None
-            print(f"warning: {root} step {s} is incomplete or corrupt ({type(e).__name__}); using step {steps[i + 1]}", file=sys.stderr)
+            print(
+                f"warning: {root} step {s} is incomplete or corrupt ({type(e).__name__}); using step {steps[i + 1]}",
+                file=sys.stderr,
+            )
     raise AssertionError("unreachable")
 
 
 def load_model(
-    path: str | Path, *, dtype: str | None = None, expect_head: str | None = None, shardings: Any = None
+    path: str | Path,
+    *,
+    dtype: str | None = None,
+    expect_head: str | None = None,
+    shardings: Any = None,
 ) -> Loaded:
     """Load a model for inference (eval, sampling, export) from a workdir or a step directory."""
     root, _ = resolve(path)
@@ -151,7 +164,10 @@ def load_model(
         raise UserError(f"{root}: checkpoint has no tokenizer/ directory")
     step, restored = restore(
         path,
-        {"params": ocp.args.StandardRestore(abstract_params(cfg, shardings)), "meta": ocp.args.JsonRestore()},
+        {
+            "params": ocp.args.StandardRestore(abstract_params(cfg, shardings)),
+            "meta": ocp.args.JsonRestore(),
+        },
     )
     graphdef, state = nnx.split(nnx.eval_shape(lambda: Phi(cfg, rngs=nnx.Rngs(0))))
     _check_shapes(abstract_params(cfg), restored["params"], f"{root} step {step}")
@@ -166,7 +182,9 @@ def _check_shapes(expected: dict, actual: dict, where: str) -> None:
     for path, want in jax.tree_util.tree_leaves_with_path(expected):
         name = jax.tree_util.keystr(path)
         if name not in got:
-            raise UserError(f"{where}: has no parameter {name} (the weights do not match model.json)")
+            raise UserError(
+                f"{where}: has no parameter {name} (the weights do not match model.json)"
+            )
         if tuple(got[name].shape) != tuple(want.shape):
             raise UserError(
                 f"{where}: parameter {name} has shape {tuple(got[name].shape)}, model.json implies {tuple(want.shape)}"
@@ -174,8 +192,13 @@ def _check_shapes(expected: dict, actual: dict, where: str) -> None:
 
 
 def save_model(
-    out: str | Path, model: Phi, tokenizer_dir: str | Path, *, objective: str | None = None,
-    step: int = 0, meta: dict | None = None,
+    out: str | Path,
+    model: Phi,
+    tokenizer_dir: str | Path,
+    *,
+    objective: str | None = None,
+    step: int = 0,
+    meta: dict | None = None,
 ) -> None:
     """Write a complete checkpoint (e.g. an import from HF) atomically: all of it or nothing."""
     out = Path(out)
@@ -202,7 +225,11 @@ def transplant(target: dict, source: dict, *, source_head: str, target_head: str
     This is how a verifier starts from its generator: the trunk is copied and the scalar head
     keeps its fresh initialisation. Shapes must match exactly (UserError otherwise).
     """
-    skip = set() if source_head == target_head else set(HEAD_PARAMS[source_head] + HEAD_PARAMS[target_head])
+    skip = (
+        set()
+        if source_head == target_head
+        else set(HEAD_PARAMS[source_head] + HEAD_PARAMS[target_head])
+    )
     out = dict(target)
     for key, value in target.items():
         if key in skip:
@@ -213,7 +240,9 @@ def transplant(target: dict, source: dict, *, source_head: str, target_head: str
         if isinstance(value, dict):
             out[key] = transplant(value, src, source_head=target_head, target_head=target_head)
         elif tuple(src.shape) != tuple(value.shape):
-            raise UserError(f"checkpoint parameter '{key}' has shape {tuple(src.shape)}, model expects {tuple(value.shape)}")
+            raise UserError(
+                f"checkpoint parameter '{key}' has shape {tuple(src.shape)}, model expects {tuple(value.shape)}"
+            )
         else:
             out[key] = src
     return out

@@ -70,7 +70,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def read_jsonl(path: str | os.PathLike, required: tuple[str, ...] = ()) -> Iterator[tuple[int, dict]]:
+def read_jsonl(
+    path: str | os.PathLike, required: tuple[str, ...] = ()
+) -> Iterator[tuple[int, dict]]:
     """Yield (line_number, row) from a JSONL file, raising `UserError` naming the bad line.
 
     Blank lines are skipped; every row must be a JSON object holding the `required` keys.

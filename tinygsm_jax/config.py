@@ -105,7 +105,9 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: list[str]) -> 
 
 def add_config_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument(
-        "--config", required=required, help="config file, e.g. configs/tiny.py (overrides: --config.a.b=v)"
+        "--config",
+        required=required,
+        help="config file, e.g. configs/tiny.py (overrides: --config.a.b=v)",
     )
 
 

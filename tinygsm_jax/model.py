@@ -60,13 +60,17 @@ class ModelConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
         if self.d_model % self.n_heads:
-            raise ValueError(f"model.d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+            raise ValueError(
+                f"model.d_model {self.d_model} is not divisible by n_heads {self.n_heads}"
+            )
         if self.rotary_dim % 2 or not 0 <= self.rotary_dim <= self.head_dim:
             raise ValueError(
                 f"model.rotary_dim must be even and at most the head dim {self.head_dim}, got {self.rotary_dim}"
             )
         if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+            raise ValueError(
+                f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}"
+            )
 
     @property
     def head_dim(self) -> int:
@@ -128,8 +132,14 @@ class Blocks(nnx.Module):
         self.ln_scale = _param(rngs, (L, D), ("layers", "embed"), "ones")
         self.ln_bias = _param(rngs, (L, D), ("layers", "embed"), "zeros")
         for name in ("q", "k", "v"):
-            setattr(self, f"{name}_kernel", _param(rngs, (L, D, H, K), ("layers", "embed", "heads", "kv")))
-            setattr(self, f"{name}_bias", _param(rngs, (L, H, K), ("layers", "heads", "kv"), "zeros"))
+            setattr(
+                self,
+                f"{name}_kernel",
+                _param(rngs, (L, D, H, K), ("layers", "embed", "heads", "kv")),
+            )
+            setattr(
+                self, f"{name}_bias", _param(rngs, (L, H, K), ("layers", "heads", "kv"), "zeros")
+            )
         self.o_kernel = _param(rngs, (L, H, K, D), ("layers", "heads", "kv", "embed"))
         self.o_bias = _param(rngs, (L, D), ("layers", "embed"), "zeros")
         self.fc1_kernel = _param(rngs, (L, D, M), ("layers", "embed", "mlp"))
@@ -150,7 +160,9 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> j
     return y.astype(x.dtype)
 
 
-def rotary_tables(positions: jax.Array, rotary_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+def rotary_tables(
+    positions: jax.Array, rotary_dim: int, theta: float
+) -> tuple[jax.Array, jax.Array]:
     """cos and sin, [B, T, rotary_dim], in the rotate-half layout HF's Phi uses."""
     inv_freq = 1.0 / (theta ** (jnp.arange(0, rotary_dim, 2, dtype=jnp.float32) / rotary_dim))
     freqs = positions.astype(jnp.float32)[..., None] * inv_freq
@@ -180,8 +192,43 @@ def _attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax
     return jnp.einsum("bhts,bshk->bthk", probs, v)
 
 
+def _attention_cached(q, k, v, k_old, v_old, mask_old, mask):
+    """Attention over the cache's old slots and the T new positions, without writing the cache.
+
+    q, k, v: [B,T,H,K] (new); k_old, v_old: [B,S,H,K]; mask_old [B,T,S]; mask [B,T,T].
+    Reading the cache (read-only) once per layer is the whole memory cost of a decode step; the
+    new keys are written into the cache once, for all layers, after the layer scan. Writing them
+    inside the scan (cache as scan input and output) copied the whole cache on every step, and
+    the einsum form transposes it: both measured 2-3x slower per decode step on CPU.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    neg = jnp.finfo(jnp.float32).min
+    S = k_old.shape[1]
+    if q.shape[1] == 1:  # a decode step: multiply-reduce, no transpose of the cache
+        lo = jnp.sum((q[:, 0, None] * k_old).astype(jnp.float32), axis=-1) * scale  # [B,S,H]
+        ln = jnp.sum((q * k).astype(jnp.float32), axis=-1) * scale  # [B,1,H]
+        lo = jnp.where(mask_old[:, 0, :, None], lo, neg)
+        ln = jnp.where(mask[:, 0, :, None], ln, neg)
+        probs = jax.nn.softmax(jnp.concatenate([lo, ln], axis=1), axis=1)
+        po, pn = probs[:, :S], probs[:, S:]
+        out = (
+            jnp.sum(po[..., None] * v_old.astype(jnp.float32), axis=1) + pn[:, 0, :, None] * v[:, 0]
+        )
+        return out.astype(v.dtype)[:, None]
+    lo = jnp.einsum("bthk,bshk->bhts", q, k_old).astype(jnp.float32) * scale
+    ln = jnp.einsum("bthk,bshk->bhts", q, k).astype(jnp.float32) * scale
+    lo = jnp.where(mask_old[:, None], lo, neg)
+    ln = jnp.where(mask[:, None], ln, neg)
+    probs = jax.nn.softmax(jnp.concatenate([lo, ln], axis=-1), axis=-1).astype(v.dtype)
+    return jnp.einsum("bhts,bshk->bthk", probs[..., :S], v_old) + jnp.einsum(
+        "bhts,bshk->bthk", probs[..., S:], v
+    )
+
+
 def _block(cfg: ModelConfig, p: dict, x: jax.Array, cos, sin, mask, kv=None, index=None):
-    """One Phi layer. With `kv` (this layer's cache k, v) the new keys are written at `index`."""
+    """One Phi layer. With `kv` (this layer's cache k, v, read-only) and `mask` = (mask over the
+    cache slots, mask over the new positions), attention also covers the cache; returns the new
+    positions' (k, v) for the caller to write into the cache."""
     dt = cfg.compute_dtype
     h = layer_norm(x, p["ln_scale"], p["ln_bias"], cfg.layer_norm_eps)
     q, k, v = (
@@ -190,9 +237,9 @@ def _block(cfg: ModelConfig, p: dict, x: jax.Array, cos, sin, mask, kv=None, ind
     )
     q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
     if kv is not None:
-        k = jax.lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), index, axis=1)
-        v = jax.lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), index, axis=1)
-    attn = _attention(q, k.astype(dt), v.astype(dt), mask)
+        attn = _attention_cached(q, k, v, kv[0].astype(dt), kv[1].astype(dt), mask[0], mask[1])
+    else:
+        attn = _attention(q, k, v, mask)
     attn = jnp.einsum("bthk,hkd->btd", attn, p["o_kernel"].astype(dt)) + p["o_bias"].astype(dt)
     m = jnp.einsum("btd,dm->btm", h, p["fc1_kernel"].astype(dt)) + p["fc1_bias"].astype(dt)
     m = constrain(jax.nn.gelu(m, approximate=True), ("batch", "length", "mlp"))
@@ -201,7 +248,9 @@ def _block(cfg: ModelConfig, p: dict, x: jax.Array, cos, sin, mask, kv=None, ind
     return out, (k, v)
 
 
-def init_cache(cfg: ModelConfig, batch: int, length: int, dtype: Any = None) -> dict[str, jax.Array]:
+def init_cache(
+    cfg: ModelConfig, batch: int, length: int, dtype: Any = None
+) -> dict[str, jax.Array]:
     """An empty KV cache of `length` slots: k, v [layers, B, S, heads, head_dim]."""
     dtype = dtype or cfg.compute_dtype
     shape = (cfg.n_layers, batch, length, cfg.n_heads, cfg.head_dim)
@@ -264,17 +313,26 @@ class Phi(nnx.Module):
         else:
             index = cache["index"]
             S = cache["segment_ids"].shape[1]
-            kv_seg = jax.lax.dynamic_update_slice_in_dim(cache["segment_ids"], segment_ids, index, axis=1)
-            slots = jnp.arange(S)
-            causal = slots[None, :] <= (index + jnp.arange(T))[:, None]
-            mask = causal[None] & (kv_seg[:, None, :] == segment_ids[:, :, None]) & (kv_seg[:, None, :] != 0)
+            kv_seg = jax.lax.dynamic_update_slice_in_dim(
+                cache["segment_ids"], segment_ids, index, axis=1
+            )
+            old = cache["segment_ids"]
+            mask_old = (jnp.arange(S) < index)[None, None, :] & (
+                old[:, None, :] == segment_ids[:, :, None]
+            )
+            mask_old = mask_old & (old[:, None, :] != 0)
+            causal = jnp.tril(jnp.ones((T, T), bool))
+            same = segment_ids[:, :, None] == segment_ids[:, None, :]
+            mask_new = causal[None] & same & (segment_ids[:, None, :] != 0)
 
             def layer(h, xs):
                 p, k, v = xs
-                h, kv = _block(cfg, p, h, cos, sin, mask, (k, v), index)
-                return h, kv
+                return _block(cfg, p, h, cos, sin, (mask_old, mask_new), (k, v), index)
 
-            x, (ks, vs) = jax.lax.scan(layer, x, (params, cache["k"], cache["v"]))
+            x, (k_new, v_new) = jax.lax.scan(layer, x, (params, cache["k"], cache["v"]))
+            at = (0, 0, index, 0, 0)
+            ks = jax.lax.dynamic_update_slice(cache["k"], k_new.astype(cache["k"].dtype), at)
+            vs = jax.lax.dynamic_update_slice(cache["v"], v_new.astype(cache["v"].dtype), at)
             new_cache = {"k": ks, "v": vs, "segment_ids": kv_seg, "index": index + T}
         x = layer_norm(x, self.final_ln_scale.value, self.final_ln_bias.value, cfg.layer_norm_eps)
         return x, new_cache

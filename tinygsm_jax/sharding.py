@@ -62,7 +62,9 @@ def mesh_shape(data: int, fsdp: int, tensor: int, n_devices: int) -> tuple[int, 
     return tuple(dims)
 
 
-def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[Any] | None = None) -> Mesh:
+def make_mesh(
+    data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[Any] | None = None
+) -> Mesh:
     """A (data, fsdp, tensor) mesh over `devices` (default: all devices of all processes)."""
     devices = list(jax.devices() if devices is None else devices)
     shape = mesh_shape(data, fsdp, tensor, len(devices))
@@ -76,7 +78,9 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[
 
 
 def logical_to_spec(
-    axes: Sequence[str | None], shape: Sequence[int] | None = None, mesh: Mesh | None = None,
+    axes: Sequence[str | None],
+    shape: Sequence[int] | None = None,
+    mesh: Mesh | None = None,
     rules: Sequence[tuple[str, Any]] = LOGICAL_RULES,
 ) -> PartitionSpec:
     """Map logical axis names to a PartitionSpec (first use of a mesh axis wins; sizes must divide)."""
@@ -147,7 +151,9 @@ def bytes_per_device(shapes: Any, shardings: Any) -> int:
 
 
 def initialize_distributed(
-    coordinator_address: str | None = None, num_processes: int | None = None, process_id: int | None = None
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
 ) -> None:
     """Join a multi-process run: explicit flags (CPU/GPU clusters) or automatic on TPU pods.
 

@@ -1,0 +1,358 @@
+"""The functional core of training: optimiser, objectives, and one sharded, jitted train step.
+
+Kept apart from the loop (`tinygsm_jax.train`) so the loop reads top to bottom and so the
+ahead-of-time compiler can build exactly the same step for a TPU topology without allocating:
+`build_train_step(config, mesh)` returns the jitted step and abstract arguments, and
+`fn.lower(*args).compile()` is the real executable.
+
+Design:
+- State is a pure dict `{"params", "opt_state", "step"}` of float32 arrays (mixed precision:
+  the model casts weights to `ModelConfig.dtype` for compute), passed through a plain
+  `jax.jit` with explicit in/out shardings and donation; the NNX module is rebuilt inside
+  the trace with `nnx.merge`, which costs nothing at run time.
+- Losses are summed over `loss_mask` tokens and divided by the token count of the whole
+  global batch, so gradient accumulation (a `lax.scan` over micro-batches) is exactly the
+  large-batch gradient and one logged step is one optimiser step.
+- Micro-batch j takes rows j, j+n, j+2n, ... of the batch: each device keeps its own rows,
+  so splitting the batch moves no data between devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from ml_collections import ConfigDict
+
+from tinygsm_jax import sharding
+from tinygsm_jax.cli import UserError
+from tinygsm_jax.model import ModelConfig, Phi
+
+OBJECTIVES = {"generator": "lm", "verifier": "value"}  # objective -> the model head it trains
+BATCH_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
+BATCH_SPEC = ("batch", "length")
+
+
+def batch_keys(objective: str) -> tuple[str, ...]:
+    return BATCH_KEYS + (("labels",) if objective == "verifier" else ())
+
+
+def batch_dtype(key: str) -> np.dtype:
+    return np.dtype(np.float32 if key == "labels" else np.int32)
+
+
+def model_config(config: ConfigDict, mesh: Mesh | None = None) -> ModelConfig:
+    """ModelConfig from `config.model`; dtype "auto" follows the mesh's platform (bf16 off CPU).
+
+    Deciding by the mesh, not the default backend, lets a CPU host compile a TPU step with
+    the TPU's numerics.
+    """
+    dtype = config.model.get("dtype", "auto")
+    if dtype == "auto":
+        platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+        dtype = "float32" if platform == "cpu" else "bfloat16"
+    return ModelConfig.from_config(config.model, dtype=dtype)
+
+
+def lr_schedule(tc: ConfigDict) -> Callable[[jax.Array], jax.Array]:
+    """Linear warm-up to `lr` over `warmup_steps`, then linear decay to `lr * end_lr_ratio`.
+
+    Indexed by optax's update count (0 for the first step), so step 1 already uses lr/warmup
+    rather than wasting an update at learning rate 0.
+    """
+    peak, end = float(tc.lr), float(tc.lr) * float(tc.end_lr_ratio)
+    warm, total = max(int(tc.warmup_steps), 0), int(tc.steps)
+
+    def schedule(count: jax.Array) -> jax.Array:
+        step = jnp.asarray(count, jnp.float32) + 1.0
+        warmup = peak * step / max(warm, 1)
+        frac = jnp.clip((step - warm) / max(total - warm, 1), 0.0, 1.0)
+        return jnp.where(step <= warm, warmup, peak + (end - peak) * frac)
+
+    return schedule
+
+
+def decay_mask(params: Any) -> Any:
+    """Weight decay on matmul kernels and the embedding only (not biases, not LayerNorm)."""
+
+    def decays(path, _):
+        name = str(getattr(path[-1], "key", path[-1]))
+        return name.endswith("_kernel") or name == "embed"
+
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def make_optimizer(tc: ConfigDict) -> tuple[optax.GradientTransformation, Callable]:
+    """AdamW (global-norm clipping first) and its learning-rate schedule."""
+    schedule = lr_schedule(tc)
+    parts = (
+        [optax.clip_by_global_norm(float(tc.grad_clip))]
+        if tc.grad_clip and tc.grad_clip > 0
+        else []
+    )
+    parts.append(
+        optax.adamw(
+            schedule,
+            b1=float(tc.b1),
+            b2=float(tc.b2),
+            weight_decay=float(tc.weight_decay),
+            mask=decay_mask,
+        )
+    )
+    return optax.chain(*parts), schedule
+
+
+def last_token_mask(loss_mask: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    """True at the last loss token of each packed sequence: where the verifier is read at test time."""
+    on = loss_mask > 0
+    nxt_on = jnp.pad(on[:, 1:], ((0, 0), (0, 1)))
+    nxt_same = jnp.pad(segment_ids[:, 1:] == segment_ids[:, :-1], ((0, 0), (0, 1)))
+    return on & ~(nxt_on & nxt_same)
+
+
+def loss_sums(model: Phi, batch: dict, objective: str) -> tuple[jax.Array, dict]:
+    """(summed loss over loss tokens, counters). Dividing happens once, over the whole batch."""
+    out = model(batch["inputs"], batch["positions"], batch["segment_ids"])
+    mask = batch["loss_mask"].astype(jnp.float32)
+    if objective == "generator":
+        token_loss = optax.softmax_cross_entropy_with_integer_labels(out, batch["targets"])
+        return jnp.sum(token_loss * mask), {"tokens": jnp.sum(mask)}
+    labels = batch["labels"].astype(jnp.float32)
+    token_loss = optax.sigmoid_binary_cross_entropy(out, labels)
+    last = last_token_mask(batch["loss_mask"], batch["segment_ids"])
+    correct = ((out > 0) == (labels > 0.5)) & last
+    counters = {
+        "tokens": jnp.sum(mask),
+        "last_correct": jnp.sum(correct.astype(jnp.float32)),
+        "last_count": jnp.sum(last.astype(jnp.float32)),
+    }
+    return jnp.sum(token_loss * mask), counters
+
+
+def check_config(config: ConfigDict, mesh: Mesh) -> None:
+    """Every configuration mistake we can see without data or compilation: one line each."""
+    if config.objective not in OBJECTIVES:
+        raise UserError(
+            f"config.objective must be one of {', '.join(OBJECTIVES)}, got {config.objective!r}"
+        )
+    if config.model.head != OBJECTIVES[config.objective]:
+        raise UserError(
+            f"config.objective={config.objective} trains model.head={OBJECTIVES[config.objective]!r}, "
+            f"but model.head is {config.model.head!r}"
+        )
+    try:
+        cfg = ModelConfig.from_config(config.model)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"config: {e}") from None
+    tc, T = config.train, int(config.data.seq_len)
+    for key, value in (
+        ("train.steps", tc.steps),
+        ("train.global_batch", tc.global_batch),
+        ("data.seq_len", T),
+        ("log.every", config.log.every),
+        ("checkpoint.every", config.checkpoint.every),
+    ):
+        if int(value) < 1:
+            raise UserError(f"config.{key} must be positive, got {value}")
+    if T > cfg.max_len:
+        raise UserError(f"config.data.seq_len {T} exceeds model.max_len {cfg.max_len}")
+    B, shards = int(tc.global_batch), mesh.shape["data"] * mesh.shape["fsdp"]
+    mesh_desc = "x".join(f"{k}={v}" for k, v in mesh.shape.items())
+    if B % shards:
+        raise UserError(
+            f"config.train.global_batch {B} is not divisible by the mesh's data*fsdp = {shards} ({mesh_desc})"
+        )
+    if B % jax.process_count():
+        raise UserError(
+            f"config.train.global_batch {B} is not divisible by the {jax.process_count()} processes"
+        )
+    micro = int(tc.micro_batch)
+    if micro < 0 or (micro and (B % micro or micro % shards)):
+        raise UserError(
+            f"config.train.micro_batch {micro} must divide global_batch {B} and be a multiple of "
+            f"the mesh's data*fsdp = {shards} (0 = no accumulation)"
+        )
+
+
+@dataclasses.dataclass
+class Trainer:
+    """Everything the loop needs about the step: shardings, abstract shapes, jitted functions."""
+
+    config: ConfigDict
+    mesh: Mesh
+    model_cfg: ModelConfig
+    objective: str
+    tx: optax.GradientTransformation
+    schedule: Callable
+    graphdef: Any
+    state_shardings: dict
+    batch_sharding: NamedSharding
+    abstract_state: dict
+    abstract_batch: dict
+    step_fn: Callable
+    init_fn: Callable
+
+    @property
+    def global_batch(self) -> int:
+        return int(self.config.train.global_batch)
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.config.data.seq_len)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.global_batch * self.seq_len
+
+    def init(self, seed: int) -> dict:
+        """Fresh state, created already sharded (no device ever holds the whole model)."""
+        return self.init_fn(jnp.asarray(seed, jnp.uint32))
+
+    def put_batch(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+        """Global arrays from this process's rows of the batch (multi-host safe)."""
+        return {
+            k: jax.make_array_from_process_local_data(
+                self.batch_sharding,
+                np.asarray(local[k], batch_dtype(k)),
+                self.abstract_batch[k].shape,
+            )
+            for k in self.abstract_batch
+        }
+
+    def param_bytes_per_device(self) -> int:
+        return sharding.bytes_per_device(
+            self.abstract_state["params"], self.state_shardings["params"]
+        )
+
+
+def _with_sharding(abstract: Any, shardings: Any) -> Any:
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings
+    )
+
+
+def make_trainer(config: ConfigDict, mesh: Mesh) -> Trainer:
+    """Build the optimiser, the shardings and the jitted init and train step for `mesh`."""
+    check_config(config, mesh)
+    objective = config.objective
+    cfg = model_config(config, mesh)
+    tx, schedule = make_optimizer(config.train)
+    graphdef, abstract_model_state = nnx.split(nnx.eval_shape(lambda: Phi(cfg, rngs=nnx.Rngs(0))))
+    param_shardings = sharding.state_shardings(abstract_model_state, mesh)
+    abstract_params = nnx.to_pure_dict(abstract_model_state)
+    abstract_opt = jax.eval_shape(tx.init, abstract_params)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    opt_shardings = optax.tree_map_params(
+        tx, lambda _, s: s, abstract_opt, param_shardings, transform_non_params=lambda _: replicated
+    )
+    state_shardings = {"params": param_shardings, "opt_state": opt_shardings, "step": replicated}
+    abstract_state = _with_sharding(
+        {
+            "params": abstract_params,
+            "opt_state": abstract_opt,
+            "step": jax.ShapeDtypeStruct((), jnp.int32),
+        },
+        state_shardings,
+    )
+    B, T = int(config.train.global_batch), int(config.data.seq_len)
+    batch_sharding = NamedSharding(mesh, sharding.logical_to_spec(BATCH_SPEC, (B, T), mesh))
+    abstract_batch = {
+        k: jax.ShapeDtypeStruct((B, T), batch_dtype(k), sharding=batch_sharding)
+        for k in batch_keys(objective)
+    }
+    micro = int(config.train.micro_batch or B)
+    n_micro = B // micro
+
+    def micro_loss(params, mb):
+        return loss_sums(nnx.merge(graphdef, params), mb, objective)
+
+    grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+    def train_step(state: dict, batch: dict) -> tuple[dict, dict]:
+        with sharding.use_mesh(mesh):
+            params = state["params"]
+            if n_micro == 1:
+                (loss_sum, counters), grads = grad_fn(params, batch)
+            else:
+                # [B, T] -> [n_micro, micro, T] with micro-batch j = rows j, j + n_micro, ...
+                split = {
+                    k: sharding.constrain(
+                        v.reshape(micro, n_micro, T).swapaxes(0, 1), (None,) + BATCH_SPEC
+                    )
+                    for k, v in batch.items()
+                }
+
+                def body(carry, mb):
+                    (loss_mb, c), g = grad_fn(params, mb)
+                    return jax.tree.map(jnp.add, carry, (loss_mb, c, g)), None
+
+                zero = jax.tree.map(
+                    jnp.zeros_like,
+                    jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], split)),
+                )
+                (loss_sum, counters, grads), _ = jax.lax.scan(
+                    body, (zero[0][0], zero[0][1], zero[1]), split
+                )
+            tokens = jnp.maximum(counters["tokens"], 1.0)
+            grads = jax.tree.map(lambda g: g / tokens, grads)
+            updates, opt_state = tx.update(grads, state["opt_state"], params)
+            params = optax.apply_updates(params, updates)
+            metrics = {
+                "loss": loss_sum / tokens,
+                "lr": schedule(state["step"]),
+                "grad_norm": optax.global_norm(grads),
+                "loss_tokens": counters["tokens"],
+            }
+            if objective == "verifier":
+                metrics["last_token_accuracy"] = counters["last_correct"] / jnp.maximum(
+                    counters["last_count"], 1.0
+                )
+            return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
+
+    step_fn = jax.jit(
+        train_step,
+        in_shardings=(state_shardings, {k: batch_sharding for k in abstract_batch}),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=(0,),
+    )
+
+    def init_state(seed: jax.Array) -> dict:
+        with sharding.use_mesh(mesh):
+            params = nnx.to_pure_dict(
+                nnx.state(Phi(cfg, rngs=nnx.Rngs(jax.random.key(seed))), nnx.Param)
+            )
+            return {
+                "params": params,
+                "opt_state": tx.init(params),
+                "step": jnp.zeros((), jnp.int32),
+            }
+
+    init_fn = jax.jit(init_state, out_shardings=state_shardings)
+    return Trainer(
+        config,
+        mesh,
+        cfg,
+        objective,
+        tx,
+        schedule,
+        graphdef,
+        state_shardings,
+        batch_sharding,
+        abstract_state,
+        abstract_batch,
+        step_fn,
+        init_fn,
+    )
+
+
+def build_train_step(config: ConfigDict, mesh: Mesh) -> tuple[Callable, tuple]:
+    """(jitted step fn, abstract args) such that fn.lower(*abstract_args).compile() is the real train step."""
+    t = make_trainer(config, mesh)
+    return t.step_fn, (t.abstract_state, t.abstract_batch)
