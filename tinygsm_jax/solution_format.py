@@ -38,7 +38,12 @@ def _escape_docstring(text: str) -> str:
 def make_prompt(question: str) -> str:
     """The function header and docstring for `question`: what the generator is prompted with."""
     lines = " ".join(question.split())
-    doc = textwrap.indent(textwrap.fill(_escape_docstring(lines), width=100), INDENT)
+    doc = textwrap.indent(
+        textwrap.fill(
+            _escape_docstring(lines), width=100, break_on_hyphens=False, break_long_words=False
+        ),
+        INDENT,
+    )
     return f'{HEADER}{INDENT}"""\n{doc}\n{INDENT}"""\n'
 
 

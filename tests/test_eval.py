@@ -1,0 +1,235 @@
+"""`python -m tinygsm_jax.eval` and the best-of-N metrics."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_sampler import random_model
+
+from tinygsm_jax.bestofn import (
+    compute_metrics,
+    ks_for,
+    majority_correct,
+    pass_at_k,
+    verifier_correct,
+)
+from tinygsm_jax.cli import run_main
+
+
+@functools.cache
+def tiny_checkpoints(base: str) -> dict[str, Path]:
+    """Two random generators, a random verifier and their tokenizer, saved once per session."""
+    from helpers import make_tokenizer
+
+    from tinygsm_jax.checkpoint import save_model
+
+    base = Path(base)
+    tok = make_tokenizer(base / "tok")
+    paths = {"tokenizer": tok}
+    for name, head, seed in (("gen", "lm", 0), ("gen2", "lm", 1), ("verifier", "value", 2)):
+        paths[name] = base / name
+        save_model(paths[name], random_model(head, seed), tok)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def ckpts(tmp_path_factory) -> dict[str, Path]:
+    return tiny_checkpoints(str(tmp_path_factory.getbasetemp() / "tiny_ckpts"))
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run(argv: list[str]) -> int:
+    with pytest.raises(SystemExit) as e:
+        run_main(__import__("tinygsm_jax.eval", fromlist=["main"]).main, argv)
+    return e.value.code
+
+
+# ------------------------------------------------------------------------------------- metrics
+def test_pass_at_k_is_the_unbiased_estimator():
+    assert pass_at_k(4, 0, 2) == 0.0
+    assert pass_at_k(4, 1, 1) == pytest.approx(0.25)
+    assert pass_at_k(4, 1, 2) == pytest.approx(0.5)  # 1 - C(3,2)/C(4,2)
+    assert pass_at_k(4, 3, 2) == 1.0
+    assert ks_for(48) == [1, 2, 4, 8, 16, 32, 48] and ks_for(4) == [1, 2, 4] and ks_for(1) == [1]
+
+
+def test_majority_and_verifier_rules():
+    def s(answer, correct, score=0.0):
+        return {"answer": answer, "correct": correct, "score": score}
+
+    # Only numeric answers vote; 3 and 3.0 are one answer; a 2-2 tie goes to 3, seen first.
+    assert (
+        majority_correct([s(None, False), s(3, True), s(5, False), s(3.0, True), s(5, False)])
+        is True
+    )
+    # A 2-2 tie between 5 and 3 goes to 5, seen first.
+    assert majority_correct([s(5, False), s(3, True), s(3, True), s(5, False)]) is False
+    assert majority_correct([s(5, False), s(3, True), s(3, True)]) is True
+    assert majority_correct([s(None, False), s(None, False)]) is False  # no number: wrong
+    # Equal top scores: the first of them is picked.
+    assert verifier_correct([s(1, False, 0.2), s(2, True, 0.9), s(3, False, 0.9)]) is True
+    rows = [{"question_id": q, "sample": i, "answer": a, "correct": c, "score": sc}
+            for q, samples in enumerate([[(1, True, 0.1), (2, False, 0.5)], [(None, False, 0.3), (7, True, 0.2)]])
+            for i, (a, c, sc) in enumerate(samples)]  # fmt: skip
+    m = compute_metrics(rows[::-1], [{"correct": True}, {"correct": False}])
+    assert m == {"greedy@1": 0.5, "pass@1": 0.5, "maj@1": 0.5, "verify@1": 0.5,
+                 "pass@2": 1.0, "maj@2": 1.0, "verify@2": 0.0}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def test_eval_gsm8k_with_verifier(shared_data, ckpts, tmp_path):
+    out = tmp_path / "eval"
+    argv = ["--generator", str(ckpts["gen"]), "--verifier", str(ckpts["verifier"]),
+            "--dataset", f"gsm8k:{shared_data / 'gsm8k' / 'test.jsonl'}", "--limit", "3", "--n", "4",
+            "--temperature", "0.7", "--max-new-tokens", "16", "--questions-per-batch", "4", "--workers", "2",
+            "--out", str(out)]  # fmt: skip
+    assert run(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    rows = read_rows(out / "candidates.jsonl")
+    greedy = read_rows(out / "greedy.jsonl")
+    assert (
+        report["dataset"].startswith("gsm8k:")
+        and report["n_questions"] == 3
+        and report["n_samples"] == 4
+    )
+    assert set(report["metrics"]) == {"greedy@1"} | {
+        f"{m}@{k}" for m in ("pass", "maj", "verify") for k in (1, 2, 4)
+    }
+    assert report["metrics"] == compute_metrics(rows, greedy)  # the report is re-derivable
+    t = report["throughput"]
+    assert t["generated_tokens"] == sum(r["n_generated"] for r in rows)
+    assert t["sampling_seconds"] > 0 and t["tokens_per_second"] == pytest.approx(
+        t["generated_tokens"] / t["sampling_seconds"], rel=1e-2
+    )
+    assert len(rows) == 12 and len(greedy) == 3
+    assert sorted({r["question_id"] for r in rows}) == [0, 1, 2]
+    assert sorted(r["sample"] for r in rows if r["question_id"] == 1) == [0, 1, 2, 3]
+    for r in rows:
+        assert r["code"].startswith("def simple_math_problem() -> int:\n")
+        assert (
+            isinstance(r["correct"], bool) and isinstance(r["score"], float) and r["logprob"] <= 0
+        )
+        assert r["answer"] is None or isinstance(r["answer"], (int, float))
+    assert (out / "accuracy_vs_n.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert "| k | pass@k | maj@k | verify@k |" in md and "| 4 |" in md
+    # The verifier's score is its output at the candidate's final token (EOS), reproduced here.
+    from tinygsm_jax.checkpoint import load_model
+    from tinygsm_jax.data.eval_sets import load_eval_set
+    from tinygsm_jax.eval import Scorer
+
+    scorer = Scorer(load_model(ckpts["verifier"]))
+    q = load_eval_set(f"gsm8k:{shared_data / 'gsm8k' / 'test.jsonl'}")[
+        rows[0]["question_id"]
+    ].question
+    ids = scorer.ids(q, rows[0]["code"])
+    assert ids[-1] == scorer.tok.eos_token_id
+    direct = scorer.graphdef and load_model(ckpts["verifier"]).model(np.asarray([ids]))[0]
+    assert rows[0]["score"] == pytest.approx(float(direct[-1]), abs=1e-4)
+
+
+def test_eval_svamp_without_verifier(shared_data, ckpts, tmp_path):
+    out = tmp_path / "svamp"
+    argv = ["--generator", str(ckpts["gen"]), "--dataset", f"svamp:{shared_data / 'svamp' / 'SVAMP.json'}",
+            "--limit", "2", "--n", "2", "--max-new-tokens", "16", "--questions-per-batch", "4",
+            "--workers", "1", "--out", str(out)]  # fmt: skip
+    assert run(argv) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_questions"] == 2 and not any(
+        k.startswith("verify@") for k in report["metrics"]
+    )
+    assert report["metrics"] == compute_metrics(
+        read_rows(out / "candidates.jsonl"), read_rows(out / "greedy.jsonl")
+    )
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("kind", "unknown kind 'mnist'"),
+        ("missing", "no such file"),
+        ("gen_head", "is a verifier checkpoint (head=value), expected a generator"),
+        ("ver_head", "is a generator checkpoint (head=lm), expected a verifier"),
+        ("no_ckpt", "no such checkpoint"),
+    ],
+)
+def test_bad_input_is_one_clear_line(case, message, ckpts, tmp_path, capsys):
+    data = tmp_path / "q.jsonl"
+    data.write_text(json.dumps({"question": "What is 2 plus 3?", "answer": "5"}) + "\n")
+    gen, ver, ds = str(ckpts["gen"]), None, f"jsonl:{data}"
+    if case == "kind":
+        ds = f"mnist:{data}"
+    elif case == "missing":
+        ds = f"gsm8k:{tmp_path / 'nope.jsonl'}"
+    elif case == "gen_head":
+        gen = str(ckpts["verifier"])
+    elif case == "ver_head":
+        ver = str(ckpts["gen2"])
+    elif case == "no_ckpt":
+        gen = str(tmp_path / "nothing")
+    argv = ["--generator", gen, "--dataset", ds, "--n", "2", "--out", str(tmp_path / "out")]
+    if ver:
+        argv += ["--verifier", ver]
+    assert run(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------ sample CLI
+def test_sample_cli_prints_the_greedy_completion(ckpts, capsys):
+    """`python -m tinygsm_jax.sample` greedy equals a naive no-cache greedy loop, text only."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from tinygsm_jax.checkpoint import load_model
+    from tinygsm_jax.sample import main
+    from tinygsm_jax.tokenizer import load_tokenizer
+
+    prompt = "def simple_math_problem() -> int:\n    hourly_rate = 12\n"
+    with pytest.raises(SystemExit) as e:
+        run_main(
+            main, ["--checkpoint", str(ckpts["gen"]), "--prompt", prompt, "--max-new-tokens", "10"]
+        )
+    assert e.value.code == 0
+    printed = capsys.readouterr().out
+
+    loaded = load_model(ckpts["gen"])
+    tok = load_tokenizer(loaded.tokenizer_dir)
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    T = len(ids) + 10
+    graphdef, state = nnx.split(loaded.model)
+    step = jax.jit(lambda st, toks, seg: nnx.merge(graphdef, st)(toks, None, seg))
+    out = []
+    for _ in range(10):
+        seq = ids + out
+        toks = np.zeros((1, T), np.int32)
+        seg = np.zeros((1, T), np.int32)
+        toks[0, : len(seq)], seg[0, : len(seq)] = seq, 1
+        logits = step(state, jnp.asarray(toks), jnp.asarray(seg))[0, len(seq) - 1, : len(tok)]
+        nxt = int(jnp.argmax(logits))
+        if nxt == tok.eos_token_id:
+            break
+        out.append(nxt)
+    assert printed == tok.decode(out)
+    assert len(out) > 0
+
+
+def test_sample_cli_rejects_a_verifier(ckpts, capsys):
+    from tinygsm_jax.sample import main
+
+    with pytest.raises(SystemExit) as e:
+        run_main(
+            main, ["--checkpoint", str(ckpts["verifier"]), "--prompt", "x", "--max-new-tokens", "4"]
+        )
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a verifier checkpoint" in err[0]

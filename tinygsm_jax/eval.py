@@ -1,0 +1,397 @@
+"""Best-of-N evaluation: greedy and N samples per question, executed, verified, reported.
+
+    python -m tinygsm_jax.eval --generator CKPT [--verifier CKPT] --dataset KIND:PATH \\
+        [--limit K] --n N [--temperature T] [--max-new-tokens M] --out DIR
+
+For each question (`KIND:PATH` as in `tinygsm_jax.data.eval_sets`: gsm8k, svamp, jsonl) the
+generator is prompted with `make_prompt(question)`; one greedy decode and N samples are cut at
+the function's end, executed in the sandbox and compared with the gold answer; a verifier,
+when given, scores each sample at its last token. Writes into DIR, each file atomically:
+
+* candidates.jsonl: one row per sample: question_id (0-based index in the data set file),
+  sample (0..N-1), code (prompt + body), answer (number or null), correct, score (with a
+  verifier), logprob (raw-model log-prob of the sampled body, see `tinygsm_jax.sampler`);
+  plus status (the sandbox's), finish_reason, n_tokens (kept) and n_generated (what the
+  sampler produced, counting the EOS or the token that began the next line).
+* greedy.jsonl: the greedy decode of each question, same fields (sample = 0).
+* report.json: dataset, n_questions, n_samples, metrics (`tinygsm_jax.bestofn`), throughput
+  of the N-sample phase (generated tokens, seconds and tokens/s, compilation excluded).
+* report.md (a table) and accuracy_vs_n.png (pass@k, maj@k, verify@k against k).
+
+The verifier sees exactly its training layout (`data.schema.layout`): prompt tokens, body
+tokens (the body cut at the function end, stripped, one newline), EOS; the score is its output
+at that EOS, the candidate's final token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinygsm_jax.cli import UserError, atomic_path, atomic_write_json, atomic_write_text, run_main
+
+_SCORE_BATCH = 32
+
+
+# ------------------------------------------------------------------------------ shared parts
+def make_sandbox(workers: int | None, timeout: float, allow_degraded: bool):
+    """The sandbox, with a missing isolation mechanism turned into one clear line."""
+    from tinygsm_jax.execute import Sandbox, SandboxUnavailable
+
+    try:
+        return Sandbox(workers=workers, timeout=timeout, allow_degraded=allow_degraded)
+    except SandboxUnavailable as e:
+        raise UserError(f"sandbox unavailable: {e} (--allow-degraded runs without it)") from None
+
+
+def execute_completions(
+    sandbox, items, prompts: list[str], completions: list[list[Any]], desc: str
+) -> list[list[dict]]:
+    """Run every completion's program; rows with code, answer, correct, logprob, status, ..."""
+    from tqdm import tqdm
+
+    from tinygsm_jax.answers import answers_match
+
+    codes = [prompts[q] + c.text for q, per_q in enumerate(completions) for c in per_q]
+    with tqdm(total=len(codes), desc=desc, unit=" programs", leave=False, file=sys.stderr) as bar:
+        results = []
+        for r in sandbox.imap(codes):
+            results.append(r)
+            bar.update(1)
+    out, i = [], 0
+    for q, per_q in enumerate(completions):
+        rows = []
+        for s, c in enumerate(per_q):
+            r = results[i]
+            i += 1
+            answer = r.answer if r.status == "ok" else None
+            rows.append({
+                "question_id": items[q].index, "sample": s, "code": codes[i - 1], "answer": answer,
+                "correct": bool(answer is not None and answers_match(answer, items[q].answer)),
+                "logprob": round(c.logprob, 6), "status": r.status, "finish_reason": c.finish_reason,
+                "n_tokens": len(c.tokens), "n_generated": c.n_generated,
+            })  # fmt: skip
+        out.append(rows)
+    return out
+
+
+def make_mesh_for_sampling():
+    """Data parallel over every device of every process."""
+    from tinygsm_jax.sharding import make_mesh
+
+    return make_mesh(data=-1, fsdp=1, tensor=1)
+
+
+class Scorer:
+    """The verifier's last-token score for candidate programs (a plain jit, bucketed shapes)."""
+
+    def __init__(self, loaded, mesh=None):
+        import jax
+        from flax import nnx
+
+        from tinygsm_jax.tokenizer import load_tokenizer
+
+        self.cfg = loaded.config
+        self.tok = load_tokenizer(loaded.tokenizer_dir)
+        self.graphdef, self.state = nnx.split(loaded.model)
+        self.mesh = mesh
+        n_dev = 1
+        if mesh is None:
+            self.state = jax.device_put(self.state)
+        if mesh is not None:
+            from jax.sharding import NamedSharding, PartitionSpec
+
+            from tinygsm_jax.sharding import state_shardings
+
+            pure = jax.device_put(nnx.to_pure_dict(self.state), state_shardings(self.state, mesh))
+            nnx.replace_by_pure_dict(self.state, pure)
+            self._rows = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+            n_dev = mesh.shape["data"] * mesh.shape["fsdp"]
+        self.batch = -(-_SCORE_BATCH // n_dev) * n_dev
+        graphdef = self.graphdef
+
+        def score(state, tokens, segments, last):
+            model = nnx.merge(graphdef, state)
+            out = model(tokens, None, segments)
+            return jax.numpy.take_along_axis(out, last[:, None], axis=1)[:, 0]
+
+        self._fn = jax.jit(score)
+
+    def ids(self, question: str, code: str) -> list[int]:
+        """Prompt + body + EOS token ids, the verifier's training layout."""
+        from tinygsm_jax.data.schema import Candidate, layout
+        from tinygsm_jax.solution_format import make_prompt
+
+        lay = layout(Candidate(question=question, code=code, label=0))
+        prompt, body = lay if lay is not None else (make_prompt(question), "")
+        ids = self.tok(prompt, add_special_tokens=False)["input_ids"]
+        if body:
+            ids = ids + self.tok(body, add_special_tokens=False)["input_ids"]
+        return ids[-self.cfg.max_len + 1 :] + [self.tok.eos_token_id]
+
+    def __call__(self, pairs: list[tuple[str, str]], desc: str = "verifying") -> list[float]:
+        import jax
+        from tqdm import tqdm
+
+        from tinygsm_jax.sampler import _bucket
+
+        seqs = [self.ids(q, c) for q, c in pairs]
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        scores = [0.0] * len(seqs)
+        for b in tqdm(range(0, len(order), self.batch), desc=desc, leave=False, file=sys.stderr):
+            idx = order[b : b + self.batch]
+            T = _bucket(max(len(seqs[i]) for i in idx), self.cfg.max_len)
+            tokens = np.zeros((self.batch, T), np.int32)
+            segments = np.zeros((self.batch, T), np.int32)
+            last = np.zeros((self.batch,), np.int32)
+            for r, i in enumerate(idx):
+                s = seqs[i]
+                tokens[r, : len(s)], segments[r, : len(s)], last[r] = s, 1, len(s) - 1
+            args = [tokens, segments, last]
+            if self.mesh is not None:
+                args = [jax.device_put(a, self._rows) for a in args]
+            out = np.asarray(jax.device_get(self._fn(self.state, *args)))
+            for r, i in enumerate(idx):
+                scores[i] = float(out[r])
+        return scores
+
+
+# ----------------------------------------------------------------------------------- reports
+def report_markdown(report: dict) -> str:
+    """The report as a Markdown table: one row per k."""
+    m = report["metrics"]
+    ks = sorted({int(key.split("@")[1]) for key in m if key.startswith("pass@")})
+    has_v = any(key.startswith("verify@") for key in m)
+    lines = [
+        f"# Evaluation: {report['dataset']}",
+        "",
+        f"Generator `{report.get('generator', '')}`"
+        + (f", verifier `{report['verifier']}`" if report.get("verifier") else "")
+        + f"; {report['n_questions']} questions, {report['n_samples']} samples each at temperature "
+        f"{report.get('temperature')}.",
+        "",
+        f"Greedy accuracy (greedy@1): **{100 * m.get('greedy@1', 0.0):.1f}%**",
+        "",
+        "| k | pass@k | maj@k |" + (" verify@k |" if has_v else ""),
+        "|---:|---:|---:|" + ("---:|" if has_v else ""),
+    ]
+    for k in ks:
+        row = f"| {k} | {100 * m[f'pass@{k}']:.1f}% | {100 * m[f'maj@{k}']:.1f}% |"
+        if has_v:
+            row += f" {100 * m[f'verify@{k}']:.1f}% |"
+        lines.append(row)
+    t = report["throughput"]
+    lines += [
+        "",
+        f"Sampling: {t['generated_tokens']} tokens in {t['sampling_seconds']:.1f} s "
+        f"= {t['tokens_per_second']:.1f} tokens/s (compilation excluded).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot_accuracy(report: dict, path: Path) -> None:
+    """accuracy_vs_n.png: pass@k, maj@k and verify@k against k (log2 x axis)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = report["metrics"]
+    ks = sorted({int(key.split("@")[1]) for key in m if key.startswith("pass@")})
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for name, label in (
+        ("pass", "pass@k (oracle)"),
+        ("maj", "majority vote"),
+        ("verify", "verifier"),
+    ):
+        if f"{name}@1" in m:
+            ax.plot(ks, [100 * m[f"{name}@{k}"] for k in ks], marker="o", label=label)
+    if "greedy@1" in m:
+        ax.axhline(100 * m["greedy@1"], color="gray", linestyle="--", label="greedy")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("N (samples per question)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{report['dataset']}: accuracy vs N")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+# -------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tinygsm_jax.eval", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--generator", required=True, help="generator checkpoint (workdir or step directory)"
+    )
+    p.add_argument("--verifier", help="verifier checkpoint (head=value); adds score and verify@k")
+    p.add_argument("--dataset", required=True, help="KIND:PATH with KIND gsm8k, svamp or jsonl")
+    p.add_argument("--limit", type=int, help="evaluate only the first K questions")
+    p.add_argument("--n", type=int, default=48, help="samples per question (default 48)")
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-k", type=int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=float, default=1.0, help="1 = off")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--questions-per-batch", type=int, default=8)
+    p.add_argument("--workers", type=int, help="sandbox processes (default: CPU count)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per program")
+    p.add_argument(
+        "--allow-degraded",
+        action="store_true",
+        help="run the sandbox without a missing isolation layer",
+    )
+    p.add_argument("--out", required=True, help="output directory")
+    return p
+
+
+def check_sampling_args(args) -> None:
+    if args.n < 1:
+        raise UserError(f"--n must be at least 1, got {args.n}")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {args.limit}")
+    if args.max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
+    if args.top_k < 0 or not 0 < args.top_p <= 1:
+        raise UserError("--top-k must be >= 0 and --top-p in (0, 1]")
+
+
+def load_generator(path: str, questions_per_batch: int):
+    """(loaded checkpoint, Sampler over all devices)."""
+    from tinygsm_jax.checkpoint import load_model
+    from tinygsm_jax.sampler import Sampler
+    from tinygsm_jax.tokenizer import load_tokenizer
+
+    loaded = load_model(path, expect_head="lm")
+    tok = load_tokenizer(loaded.tokenizer_dir)
+    sampler = Sampler(
+        loaded.model, tok, mesh=make_mesh_for_sampling(), questions_per_batch=questions_per_batch
+    )
+    return loaded, sampler
+
+
+def check_prompts(sampler, prompts: list[str], max_new: int, where: str) -> None:
+    limit = sampler.cfg.max_len - max_new
+    for i, p in enumerate(prompts):
+        n = len(sampler.tokenizer(p, add_special_tokens=False)["input_ids"])
+        if n > limit:
+            raise UserError(
+                f"{where}: question {i} has a {n}-token prompt; with --max-new-tokens {max_new} the "
+                f"model's max_len {sampler.cfg.max_len} allows {limit}"
+            )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check_sampling_args(args)
+    if args.temperature < 0:
+        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
+    from tinygsm_jax.data.eval_sets import load_eval_set
+
+    items = load_eval_set(args.dataset)[: args.limit]
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    import jax
+    from tqdm import tqdm
+
+    from tinygsm_jax.bestofn import compute_metrics
+    from tinygsm_jax.checkpoint import load_model
+    from tinygsm_jax.sampler import SamplingParams
+    from tinygsm_jax.solution_format import make_prompt
+
+    # Validate both checkpoints (a wrong head is one line) before any slow work.
+    verifier = load_model(args.verifier, expect_head="value") if args.verifier else None
+    loaded, sampler = load_generator(args.generator, args.questions_per_batch)
+    prompts = [make_prompt(it.question) for it in items]
+    check_prompts(sampler, prompts, args.max_new_tokens, args.dataset)
+    qids = [it.index for it in items]
+    start = time.time()
+
+    common = dict(max_new_tokens=args.max_new_tokens, seed=args.seed, stop_at_function_end=True)
+    with tqdm(total=len(items), desc="greedy", unit=" questions", file=sys.stderr) as bar:
+        greedy = sampler.generate(
+            prompts, SamplingParams(n=1, temperature=0.0, **common), qids, bar
+        )
+    before = dataclass_copy(sampler.stats)
+    with tqdm(
+        total=len(items), desc=f"sampling {args.n}/question", unit=" questions", file=sys.stderr
+    ) as bar:
+        samples = sampler.generate(
+            prompts, SamplingParams(n=args.n, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                    **common), qids, bar)  # fmt: skip
+    tokens = sampler.stats.generated_tokens - before.generated_tokens
+    seconds = sampler.stats.sampling_seconds - before.sampling_seconds
+    scores = None
+    if verifier is not None:  # every process: the verifier's forward is a collective on a pod
+        scorer = Scorer(verifier, mesh=make_mesh_for_sampling())
+        scores = scorer(
+            [
+                (it.question, p + c.text)
+                for it, p, per_q in zip(items, prompts, samples)
+                for c in per_q
+            ]
+        )
+    if jax.process_index() != 0:
+        return 0
+
+    with make_sandbox(args.workers, args.timeout, args.allow_degraded) as sandbox:
+        greedy_rows = [
+            r[0] for r in execute_completions(sandbox, items, prompts, greedy, "executing greedy")
+        ]
+        cand = execute_completions(sandbox, items, prompts, samples, "executing samples")
+    rows = [r for per_q in cand for r in per_q]
+    if scores is not None:
+        for r, sc in zip(rows, scores):
+            r["score"] = round(sc, 6)
+
+    report = {
+        "dataset": args.dataset, "n_questions": len(items), "n_samples": args.n,
+        "generator": str(args.generator), "verifier": str(args.verifier) if args.verifier else None,
+        "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+        "max_new_tokens": args.max_new_tokens, "seed": args.seed,
+        "metrics": compute_metrics(rows, greedy_rows),
+        "throughput": {"generated_tokens": int(tokens), "sampling_seconds": round(seconds, 4),
+                       "tokens_per_second": round(tokens / seconds, 2) if seconds > 0 else 0.0},
+        "compile_seconds": round(sampler.stats.compile_seconds, 2), "devices": jax.device_count(),
+    }  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "candidates.jsonl", rows)
+    write_jsonl(out / "greedy.jsonl", greedy_rows)
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", report_markdown(report))
+    plot_accuracy(report, out / "accuracy_vs_n.png")
+    m = report["metrics"]
+    n = args.n
+    extra = f", verify@{n} {100 * m[f'verify@{n}']:.1f}%" if f"verify@{n}" in m else ""
+    print(
+        f"{len(items)} questions x {n} samples in {time.time() - start:.0f}s: greedy@1 {100 * m['greedy@1']:.1f}%, "
+        f"pass@{n} {100 * m[f'pass@{n}']:.1f}%, maj@{n} {100 * m[f'maj@{n}']:.1f}%{extra}; "
+        f"{report['throughput']['tokens_per_second']:.0f} tokens/s; wrote {out}"
+    )
+    return 0
+
+
+def dataclass_copy(x):
+    import dataclasses
+
+    return dataclasses.replace(x)
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,211 @@
+"""Verifier training data: sample N programs per question from generator checkpoints, label them.
+
+    python -m tinygsm_jax.verifier_data --generator CKPT [CKPT ...] --questions KIND:PATH \\
+        --n 48 --temperatures 0.5,0.7 --out DIR [--limit K] [--max-new-tokens M]
+
+As in the paper: several generator checkpoints (e.g. 1k, 6k and 12k steps), two temperatures,
+48 samples per GSM8K train question; each sample is executed in the sandbox and labelled 1 if
+its answer matches the gold one, else 0 (also when it fails to run). Writes:
+
+* DIR/chunks/<checkpoint>_T<temperature>_<hash>.jsonl: one file per (checkpoint, temperature),
+  written atomically when complete; a rerun skips the chunks already there (the hash covers
+  the checkpoint path and step and every sampling setting, so changed settings resample).
+* DIR/candidates.jsonl: every chunk of this run, in the data pipeline's candidate schema
+  (question, code, label, checkpoint, temperature, question_id, sample; plus answer, status):
+  ``python -m tinygsm_jax.data build --source DIR/candidates.jsonl --out D --tokenizer T``.
+* DIR/stats.json: accuracy per checkpoint and temperature (and the fraction of questions with
+  at least one correct sample, and of samples that ran).
+
+Multi-host: every process samples (the decode is one global computation); process 0 executes
+and writes, so DIR must be on a file system all hosts see (or the hosts disagree on which
+chunks are done).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from tinygsm_jax.cli import UserError, atomic_write_json, read_jsonl, run_main
+from tinygsm_jax.eval import (
+    check_prompts,
+    execute_completions,
+    load_generator,
+    make_sandbox,
+    write_jsonl,
+)
+
+
+def parse_temperatures(text: str) -> list[float]:
+    try:
+        temps = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--temperatures: expected comma-separated numbers, got {text!r}") from None
+    if not temps or any(t < 0 for t in temps):
+        raise UserError(f"--temperatures: expected non-negative numbers, got {text!r}")
+    return temps
+
+
+def checkpoint_label(path: str) -> tuple[str, Path, int]:
+    """(label like 'run1-step1000', workdir root, step) without loading the weights."""
+    from tinygsm_jax.checkpoint import manager, read_model_info, resolve
+
+    root, step = resolve(path)
+    info = read_model_info(root)
+    if info.get("model", {}).get("head") != "lm":
+        raise UserError(
+            f"{root}: is a verifier checkpoint (head={info.get('model', {}).get('head')}), expected a generator"
+        )
+    if step is None:
+        mngr = manager(root, keep=None, async_save=False)
+        steps = mngr.all_steps()
+        mngr.close()
+        if not steps:
+            raise UserError(f"{root}: holds no checkpoint step")
+        step = max(steps)
+    return f"{root.resolve().name}-step{step}", root.resolve(), int(step)
+
+
+def chunk_stats(rows: list[dict]) -> dict:
+    n = len(rows)
+    correct = sum(r["label"] for r in rows)
+    per_q: dict[str, bool] = {}
+    for r in rows:
+        per_q[r["question_id"]] = per_q.get(r["question_id"], False) or bool(r["label"])
+    ran = sum(r.get("status") == "ok" for r in rows)
+    return {
+        "candidates": n, "correct": correct, "accuracy": correct / n if n else 0.0,
+        "questions": len(per_q), "questions_with_a_correct_sample": sum(per_q.values()),
+        "returned_a_number": ran / n if n else 0.0,
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m tinygsm_jax.verifier_data", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--generator",
+        nargs="+",
+        required=True,
+        help="generator checkpoints (workdirs or step directories)",
+    )
+    p.add_argument(
+        "--questions", required=True, help="KIND:PATH (gsm8k, svamp, jsonl), e.g. gsm8k:train.jsonl"
+    )
+    p.add_argument(
+        "--n", type=int, default=48, help="samples per question and (checkpoint, temperature)"
+    )
+    p.add_argument("--temperatures", default="0.5,0.7")
+    p.add_argument("--limit", type=int, help="only the first K questions")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--questions-per-batch", type=int, default=8)
+    p.add_argument("--workers", type=int, help="sandbox processes (default: CPU count)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per program")
+    p.add_argument("--allow-degraded", action="store_true")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    from tinygsm_jax.eval import check_sampling_args
+
+    check_sampling_args(args)
+    temps = parse_temperatures(args.temperatures)
+    from tinygsm_jax.data.eval_sets import load_eval_set
+
+    items = load_eval_set(args.questions)[: args.limit]
+    gens = [checkpoint_label(g) for g in args.generator]  # all checked before any sampling
+    out = Path(args.out)
+    chunks_dir = out / "chunks"
+    questions_digest = hashlib.sha256(
+        "\n".join(f"{it.index}\t{it.question}\t{it.answer}" for it in items).encode()
+    ).hexdigest()
+
+    plan = []
+    for (label, root, step), path in zip(gens, args.generator):
+        for t in temps:
+            key = json.dumps([str(root), step, t, args.n, args.max_new_tokens, args.top_k, args.top_p, args.seed,
+                              questions_digest])  # fmt: skip
+            name = f"{label}_T{t:g}_{hashlib.sha256(key.encode()).hexdigest()[:10]}.jsonl"
+            plan.append((path, label, t, chunks_dir / name))
+    todo = [c for c in plan if not c[3].is_file()]
+    if len(todo) < len(plan):
+        print(
+            f"resuming: {len(plan) - len(todo)} of {len(plan)} chunks already done", file=sys.stderr
+        )
+
+    import jax
+
+    from tinygsm_jax.sampler import SamplingParams
+    from tinygsm_jax.solution_format import make_prompt
+
+    prompts = [make_prompt(it.question) for it in items]
+    qids = [it.index for it in items]
+    start = time.time()
+    sandbox = None
+    try:
+        current = None
+        for path, label, t, chunk in todo:
+            if current is None or current[0] != path:
+                current = (path, *load_generator(path, args.questions_per_batch))
+                check_prompts(current[2], prompts, args.max_new_tokens, args.questions)
+            sampler = current[2]
+            from tqdm import tqdm
+
+            params = SamplingParams(
+                n=args.n,
+                temperature=t,
+                top_k=args.top_k,
+                top_p=args.top_p,
+                max_new_tokens=args.max_new_tokens,
+                seed=args.seed,
+                stop_at_function_end=True,
+            )
+            with tqdm(
+                total=len(items), desc=f"{label} T={t:g}", unit=" questions", file=sys.stderr
+            ) as bar:
+                samples = sampler.generate(prompts, params, qids, bar)
+            if jax.process_index() != 0:
+                continue
+            if sandbox is None:
+                sandbox = make_sandbox(args.workers, args.timeout, args.allow_degraded)
+            executed = execute_completions(
+                sandbox, items, prompts, samples, f"executing {label} T={t:g}"
+            )
+            rows = [
+                {"question": items[q].question, "code": r["code"], "label": int(r["correct"]), "checkpoint": label,
+                 "temperature": t, "question_id": str(r["question_id"]), "sample": r["sample"],
+                 "answer": r["answer"], "status": r["status"]}
+                for q, per_q in enumerate(executed) for r in per_q
+            ]  # fmt: skip
+            write_jsonl(chunk, rows)
+    finally:
+        if sandbox is not None:
+            sandbox.close()
+    if jax.process_index() != 0:
+        return 0
+
+    all_rows, stats = [], []
+    for _path, label, t, chunk in plan:
+        rows = [r for _, r in read_jsonl(chunk)]
+        all_rows += rows
+        stats.append({"checkpoint": label, "temperature": t, **chunk_stats(rows)})
+    write_jsonl(out / "candidates.jsonl", all_rows)
+    total = chunk_stats(all_rows)
+    atomic_write_json(out / "stats.json", {
+        "questions": args.questions, "n_questions": len(items), "n": args.n, "chunks": stats, "total": total,
+    })  # fmt: skip
+    print(
+        f"{total['candidates']} candidates ({total['correct']} correct, {100 * total['accuracy']:.1f}%) from "
+        f"{len(gens)} checkpoint(s) x {len(temps)} temperature(s) in {time.time() - start:.0f}s; wrote {out}/candidates.jsonl"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
