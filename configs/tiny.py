@@ -15,8 +15,8 @@ def get_config():
     c.data.seq_len = 256
     c.train.steps = 600
     c.train.global_batch = 16
-    c.train.lr = 1e-3
+    c.train.lr = 2e-3
     c.train.warmup_steps = 50
-    c.checkpoint.every = 200
+    c.checkpoint.every = 100
     c.log.every = 10
     return c

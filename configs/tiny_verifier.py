@@ -7,8 +7,8 @@ def get_config():
     c = tiny_config()
     c.objective = "verifier"
     c.model.head = "value"
-    c.train.steps = 300
-    c.train.lr = 3e-4
+    c.train.steps = 250
+    c.train.lr = 1e-3
     c.train.warmup_steps = 30
-    c.checkpoint.every = 100
+    c.checkpoint.every = 125
     return c

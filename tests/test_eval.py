@@ -120,7 +120,8 @@ def test_eval_gsm8k_with_verifier(shared_data, ckpts, tmp_path):
     assert (out / "accuracy_vs_n.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "report.md").read_text()
     assert "| k | pass@k | maj@k | verify@k |" in md and "| 4 |" in md
-    # The verifier's score is its output at the candidate's final token (EOS), reproduced here.
+    # The verifier's score is its output at the candidate's last body token, the last position
+    # its training loss covers (the target there is EOS), reproduced here.
     from tinygsm_jax.checkpoint import load_model
     from tinygsm_jax.data.eval_sets import load_eval_set
     from tinygsm_jax.eval import Scorer
@@ -130,7 +131,7 @@ def test_eval_gsm8k_with_verifier(shared_data, ckpts, tmp_path):
         rows[0]["question_id"]
     ].question
     ids = scorer.ids(q, rows[0]["code"])
-    assert ids[-1] == scorer.tok.eos_token_id
+    assert ids[-1] != scorer.tok.eos_token_id
     direct = scorer.graphdef and load_model(ckpts["verifier"]).model(np.asarray([ids]))[0]
     assert rows[0]["score"] == pytest.approx(float(direct[-1]), abs=1e-4)
 
@@ -233,3 +234,23 @@ def test_sample_cli_rejects_a_verifier(ckpts, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a verifier checkpoint" in err[0]
+
+
+def test_verifier_is_read_where_it_was_trained(ckpts):
+    """The scorer's position is the last one the verifier's training loss covers."""
+    from tinygsm_jax.checkpoint import load_model
+    from tinygsm_jax.data.packing import Doc, Peekable, pack_batch
+    from tinygsm_jax.eval import Scorer
+    from tinygsm_jax.solution_format import make_program, make_prompt
+    from tinygsm_jax.train_step import last_token_mask
+
+    scorer = Scorer(load_model(ckpts["verifier"]))
+    question = "Ann has 3 apples and buys 4 more. How many apples does she have?"
+    ids = scorer.ids(question, make_program(question, "    result = 3 + 4\n    return result\n"))
+    prompt_len = len(scorer.tok(make_prompt(question), add_special_tokens=False)["input_ids"])
+    doc = Doc(np.asarray(ids + [scorer.tok.eos_token_id], np.int32), prompt_len, 1.0, ())
+    batch, placed = pack_batch(Peekable(iter([doc])), 1, 128, with_labels=True)
+    last = np.asarray(last_token_mask(batch["loss_mask"], batch["segment_ids"]))[0]
+    assert placed == 1 and last.sum() == 1
+    assert int(np.argmax(last)) == len(ids) - 1
+    assert batch["inputs"][0, len(ids) - 1] == ids[-1]

@@ -94,3 +94,29 @@ def read_jsonl(
                 if key not in row:
                     raise UserError(f"{path}:{lineno}: missing field '{key}'")
             yield lineno, row
+
+
+def _console(module: str) -> Callable[[], None]:
+    """A console-script entry point running `module.main` the way `python -m module` does."""
+
+    def entry() -> None:
+        import importlib
+
+        run_main(importlib.import_module(module).main)
+
+    entry.__doc__ = f"Entry point for `python -m {module}`."
+    return entry
+
+
+train = _console("tinygsm_jax.train")
+evaluate = _console("tinygsm_jax.eval")
+sample = _console("tinygsm_jax.sample")
+export = _console("tinygsm_jax.export")
+import_hf = _console("tinygsm_jax.import_hf")
+data = _console("tinygsm_jax.data.__main__")
+tokenizer = _console("tinygsm_jax.tokenizer")
+execute = _console("tinygsm_jax.execute")
+verifier_data = _console("tinygsm_jax.verifier_data")
+aot = _console("tinygsm_jax.aot")
+demo = _console("tinygsm_jax.demo")
+data_gen = _console("data_gen.__main__")

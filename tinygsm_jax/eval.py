@@ -18,9 +18,10 @@ when given, scores each sample at its last token. Writes into DIR, each file ato
   of the N-sample phase (generated tokens, seconds and tokens/s, compilation excluded).
 * report.md (a table) and accuracy_vs_n.png (pass@k, maj@k, verify@k against k).
 
-The verifier sees exactly its training layout (`data.schema.layout`): prompt tokens, body
-tokens (the body cut at the function end, stripped, one newline), EOS; the score is its output
-at that EOS, the candidate's final token.
+The verifier sees exactly its training layout (`data.schema.layout`): prompt tokens, then body
+tokens (the body cut at the function end, stripped, one newline). The score is its output at
+the body's last token: the last position trained with the candidate's label (its training
+target there is EOS, which itself is never an input; `train_step.last_token_mask`).
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ class Scorer:
         self._fn = jax.jit(score)
 
     def ids(self, question: str, code: str) -> list[int]:
-        """Prompt + body + EOS token ids, the verifier's training layout."""
+        """Prompt + body token ids, the verifier's training inputs; the score is read at the last."""
         from tinygsm_jax.data.schema import Candidate, layout
         from tinygsm_jax.solution_format import make_prompt
 
@@ -133,7 +134,7 @@ class Scorer:
         ids = self.tok(prompt, add_special_tokens=False)["input_ids"]
         if body:
             ids = ids + self.tok(body, add_special_tokens=False)["input_ids"]
-        return ids[-self.cfg.max_len + 1 :] + [self.tok.eos_token_id]
+        return ids[-self.cfg.max_len :]
 
     def __call__(self, pairs: list[tuple[str, str]], desc: str = "verifying") -> list[float]:
         import jax

@@ -1,0 +1,37 @@
+"""The end-to-end demo's smoke version: every stage runs through the real CLIs and writes its files."""
+
+import json
+import subprocess
+import sys
+
+
+def test_demo_smoke_runs_every_stage_and_resumes(tmp_path):
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "tinygsm_jax.demo", "--smoke", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
+
+    for d in (out, out / "heldout"):
+        report = json.loads((d / "report.json").read_text())
+        assert report["n_questions"] == 8 and report["n_samples"] == 4
+        for key in ("greedy@1", "pass@4", "maj@4", "verify@4"):
+            assert 0.0 <= report["metrics"][key] <= 1.0
+        rows = [json.loads(line) for line in (d / "candidates.jsonl").read_text().splitlines()]
+        assert len(rows) == 8 * 4 and all("score" in r for r in rows)
+        assert (d / "report.md").is_file() and (d / "accuracy_vs_n.png").stat().st_size > 0
+    assert (out / "generator" / "model.json").is_file()
+    assert json.loads((out / "verifier" / "model.json").read_text())["model"]["head"] == "value"
+    assert "Headline" in proc.stdout and "held-out" in proc.stdout
+
+    # Training questions never appear among the evaluation or verifier questions.
+    def texts(path):
+        return {json.loads(line)["question"] for line in path.read_text().splitlines()}
+
+    train = texts(out / "filtered" / "kept.jsonl")
+    assert not train & texts(out / "teacher" / "eval.jsonl")
+    assert not train & texts(out / "teacher" / "verifier_questions.jsonl")
+
+    # A rerun skips every finished stage.
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0
+    assert again.stdout.count("done earlier, skipped") == 11
