@@ -1,0 +1,197 @@
+"""launch/*.sh: dry runs, create-or-reuse against a fake gcloud, and a missing gcloud."""
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH = ROOT / "launch"
+BASH = shutil.which("bash")
+SCRIPTS = sorted(LAUNCH.glob("*.sh"))
+
+
+def run(args, env=None, **kw):
+    return subprocess.run(
+        [BASH, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=60, env=env, **kw
+    )
+
+
+def commands(stdout: str) -> list[str]:
+    return [line[2:] for line in stdout.splitlines() if line.startswith("+ ")]
+
+
+def test_scripts_parse_and_have_help():
+    assert {p.name for p in SCRIPTS} >= {
+        "tpu_train.sh",
+        "tpu_setup.sh",
+        "tpu_teardown.sh",
+        "upload_data.sh",
+    }
+    for script in SCRIPTS:
+        assert run(["-n", script]).returncode == 0, script
+        if script.name != "common.sh":
+            assert "set -euo pipefail" in script.read_text()
+            proc = run([script, "--help"])
+            assert proc.returncode == 0 and "usage:" in proc.stdout, script
+
+
+def test_train_dry_run_prints_every_gcloud_command():
+    proc = run(
+        [
+            LAUNCH / "tpu_train.sh",
+            "--zone",
+            "us-east5-a",
+            "--accelerator-type",
+            "v5p-16",
+            "--name",
+            "pod",
+            "--workdir",
+            "gs://bucket/phi15",
+            "--dry-run",
+            "--",
+            "--config.data.path=gs://bucket/data",
+            "--config.train.init_from=gs://bucket/phi15-base",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr
+    cmds = commands(proc.stdout)
+    assert cmds[0].startswith("gcloud compute tpus tpu-vm describe pod --zone us-east5-a")
+    assert (
+        cmds[1]
+        == "gcloud compute tpus tpu-vm create pod --zone us-east5-a --accelerator-type v5p-16 --version v2-alpha-tpuv5"
+    )
+    ssh = [c for c in cmds if c.startswith("gcloud compute tpus tpu-vm ssh pod")]
+    assert len(ssh) == 2 and all("--worker=all" in c for c in ssh)
+    assert any(
+        "scp" in c and "--worker=all" in c for c in cmds
+    )  # the checkout goes to every worker
+    assert "pip install" in ssh[0] and "[tpu]" in ssh[0]
+    train = ssh[1]
+    assert (
+        "python -m tinygsm_jax.train --config configs/phi1_5.py --workdir gs://bucket/phi15"
+        in train
+    )
+    assert (
+        "--config.data.path=gs://bucket/data --config.train.init_from=gs://bucket/phi15-base"
+        in train
+    )
+    assert "tee -a" in train  # streamed here and kept on each worker
+
+
+def test_queued_spot_dry_run():
+    proc = run(
+        [
+            LAUNCH / "tpu_train.sh",
+            "--zone",
+            "us-west4-a",
+            "--accelerator-type",
+            "v5e-32",
+            "--queued",
+            "--spot",
+            "--workdir",
+            "gs://b/run",
+            "--dry-run",
+            "--skip-install",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr
+    cmds = commands(proc.stdout)
+    create = [c for c in cmds if "queued-resources create" in c]
+    assert create == [
+        "gcloud compute tpus queued-resources create tinygsm --zone us-west4-a --node-id tinygsm "
+        "--accelerator-type v5litepod-32 --runtime-version v2-alpha-tpuv5-lite --spot"
+    ]
+    assert "--worker=all" in cmds[-1] and "--workdir gs://b/run" in cmds[-1]
+
+
+@pytest.fixture
+def fake_gcloud(tmp_path):
+    """A gcloud that logs its arguments and reports the TPU state given in FAKE_TPU_STATE."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "gcloud.log"
+    script = bin_dir / "gcloud"
+    script.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> {log}\n'
+        'if [[ "$*" == *describe* ]]; then\n'
+        '  [[ -n "${FAKE_TPU_STATE:-}" ]] || exit 1\n'
+        '  echo "$FAKE_TPU_STATE"\n'
+        "fi\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return env, log
+
+
+@pytest.mark.parametrize(
+    "state, expect",
+    [
+        ("READY", ["describe", "ssh"]),
+        ("PREEMPTED", ["describe", "delete", "create", "ssh"]),
+        ("", ["describe", "create", "ssh"]),
+    ],
+)
+def test_create_reuse_or_recreate_after_preemption(fake_gcloud, state, expect):
+    env, log = fake_gcloud
+    env["FAKE_TPU_STATE"] = state
+    proc = run(
+        [LAUNCH / "tpu_train.sh", "--zone", "z", "--workdir", "gs://b/r", "--skip-install"], env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    verbs = [line.split()[3] for line in log.read_text().splitlines()]
+    assert verbs == expect
+    assert "--worker=all" in log.read_text().splitlines()[-1]
+
+
+def test_install_copies_this_checkout_to_every_worker(fake_gcloud):
+    env, log = fake_gcloud
+    env["FAKE_TPU_STATE"] = "READY"
+    proc = run([LAUNCH / "tpu_setup.sh", "--zone", "z"], env=env)
+    assert proc.returncode == 0, proc.stderr
+    lines = log.read_text().splitlines()
+    assert [line.split()[3] for line in lines] == ["describe", "scp", "ssh"]
+    assert all("--worker=all" in line for line in lines[1:])
+
+
+def test_missing_gcloud_says_how_to_install_it(tmp_path):
+    bin_dir = tmp_path / "bin"  # a PATH with the tools the script needs, but no gcloud
+    bin_dir.mkdir()
+    for tool in ("dirname", "git", "tar", "mktemp", "cat", "rm"):
+        if shutil.which(tool):
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    env = dict(os.environ, PATH=str(bin_dir))
+    proc = run([LAUNCH / "tpu_train.sh", "--zone", "z", "--workdir", "gs://b/r"], env=env)
+    assert proc.returncode != 0
+    assert "gcloud not found" in proc.stderr and "Install the Google Cloud CLI" in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--zone", "z", "--workdir", "/tmp/run"], "must be a gs:// path"),
+        (["--zone", "z"], "--workdir gs://BUCKET/RUN is required"),
+        (["--workdir", "gs://b/r"], "--zone is required"),
+        (["--zone", "z", "--workdir", "gs://b/r", "--bogus"], "unknown option '--bogus'"),
+        (
+            ["--zone", "z", "--workdir", "gs://b/r", "--config", "configs/nope.py"],
+            "config not found",
+        ),
+        (
+            ["--zone", "z", "--workdir", "gs://b/r", "--accelerator-type", "v9-8"],
+            "unknown --accelerator-type",
+        ),
+    ],
+)
+def test_bad_options_are_one_clear_line(args, message):
+    env = dict(os.environ)
+    env.pop("TPU_ZONE", None)
+    proc = run([LAUNCH / "tpu_train.sh", *args, "--dry-run"], env=env)
+    assert proc.returncode == 2
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert commands(proc.stdout) == []
