@@ -19,20 +19,9 @@ def make_tokenizer(out: str | Path, vocab_size: int = 300, texts: list[str] | No
     The result loads with `transformers.AutoTokenizer` (eos = pad = `<|endoftext|>`); its size is
     at most `vocab_size` (the 256 byte tokens, EOS and the merges the texts allow).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tinygsm_jax.tokenizer import train_tokenizer
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(texts or TEXTS, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, pad_token=EOS)
+    tok = train_tokenizer(texts or TEXTS, vocab_size)
     out = Path(out)
     tok.save_pretrained(str(out))
     return out
