@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
-from tinygsm_jax.cli import UserError, atomic_path, atomic_write_json
+from tinygsm_jax.cli import UserError, as_path, atomic_path, atomic_write_json, is_remote
 from tinygsm_jax.model import ModelConfig, Phi
 
 FORMAT = "tinygsm_jax.checkpoint/1"
@@ -40,7 +40,7 @@ class Loaded:
 
     model: Phi
     config: ModelConfig
-    tokenizer_dir: Path
+    tokenizer_dir: Path  # (an epath.Path for gs:// checkpoints, as is root)
     step: int
     root: Path
     meta: dict
@@ -53,27 +53,34 @@ def manager(
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, enable_async_checkpointing=async_save, create=True
     )
-    return ocp.CheckpointManager(Path(root).absolute() / "checkpoints", options=options)
+    root = as_path(root)
+    if not is_remote(root):
+        root = root.absolute()
+    return ocp.CheckpointManager(root / "checkpoints", options=options)
 
 
 def write_model_info(
     root: str | Path, cfg: ModelConfig, objective: str, tokenizer_dir: str | Path
 ) -> None:
     """Write model.json and copy the tokenizer into `root` (process 0 only in multi-host runs)."""
-    root = Path(root)
+    root = as_path(root)
     root.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
         root / "model.json", {"format": FORMAT, "model": cfg.to_dict(), "objective": objective}
     )
-    dst = root / "tokenizer"
-    src = Path(tokenizer_dir)
-    if src.resolve() != dst.resolve():
+    src, dst = as_path(tokenizer_dir), root / "tokenizer"
+    if _location(src) != _location(dst):
         with atomic_path(dst, is_dir=True) as tmp:
-            shutil.copytree(src, tmp, dirs_exist_ok=True)
+            for f in src.iterdir():  # a flat directory of tokenizer files, local or gs://
+                epath.Path(str(f)).copy(epath.Path(tmp / f.name))
+
+
+def _location(path: Path | epath.Path) -> str:
+    return str(path) if is_remote(path) else str(Path(path).resolve())
 
 
 def read_model_info(root: str | Path) -> dict:
-    path = Path(root) / "model.json"
+    path = as_path(root) / "model.json"
     try:
         info = json.loads(path.read_text())
     except FileNotFoundError:
@@ -87,7 +94,7 @@ def read_model_info(root: str | Path) -> dict:
 
 def resolve(path: str | Path) -> tuple[Path, int | None]:
     """(workdir root, step or None for 'latest') for a workdir or a step directory."""
-    path = Path(path)
+    path = as_path(path)
     if not path.exists():
         raise UserError(f"{path}: no such checkpoint")
     if (path / "model.json").is_file():
@@ -201,7 +208,7 @@ def save_model(
     meta: dict | None = None,
 ) -> None:
     """Write a complete checkpoint (e.g. an import from HF) atomically: all of it or nothing."""
-    out = Path(out)
+    out = as_path(out)
     cfg: ModelConfig = model.cfg
     objective = objective or ("generator" if cfg.head == "lm" else "verifier")
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))

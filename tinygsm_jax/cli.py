@@ -7,6 +7,7 @@ interrupted or failed command never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -16,6 +17,11 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from etils import epath
+
+REMOTE_SCHEMES = ("gs://", "s3://")
+
 
 
 class UserError(Exception):
@@ -35,9 +41,67 @@ def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = N
     sys.exit(int(rc or 0))
 
 
+def is_remote(path: str | os.PathLike) -> bool:
+    """True for an object-store URL (gs://, s3://) rather than a local path."""
+    return str(path).startswith(REMOTE_SCHEMES)
+
+
+def as_path(path: str | os.PathLike) -> Path | epath.Path:
+    """A local `Path`, or an `epath.Path` for gs:// and s3:// URLs.
+
+    `pathlib.Path("gs://b/run")` silently becomes `gs:/b/run`; epath keeps the URL and reads and
+    writes it through tf.io.gfile, the same way orbax does.
+    """
+    return epath.Path(str(path)) if is_remote(path) else Path(path)
+
+
+def local_copy(path: str | os.PathLike) -> Path:
+    """`path` itself when local; a gs:// directory is first copied to a local temporary one.
+
+    For libraries that only read local files (tokenizers, transformers). The copy is made once
+    per process and removed at exit.
+    """
+    if not is_remote(path):
+        return Path(path)
+    key = str(path).rstrip("/")
+    if key not in _LOCAL_COPIES:
+        src = epath.Path(key)
+        if not src.is_dir():
+            raise UserError(f"{path}: no such directory")
+        tmp = Path(tempfile.mkdtemp(prefix="tinygsm_download."))
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        _download(src, tmp / src.name)
+        _LOCAL_COPIES[key] = tmp / src.name
+    return _LOCAL_COPIES[key]
+
+
+_LOCAL_COPIES: dict[str, Path] = {}
+
+
+def _download(src: epath.Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():  # not rglob: epath refuses `**` on object stores
+        if f.is_dir():
+            _download(f, dst / f.name)
+        else:
+            f.copy(epath.Path(dst / f.name), overwrite=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary sibling of `path`; rename it onto `path` only if the block succeeds.
+
+    For a gs:// or s3:// `path` the temporary is local and is uploaded when the block succeeds
+    (an object appears only once completely written, so readers never see half a file).
+    """
+    if is_remote(path):
+        with tempfile.TemporaryDirectory(prefix="tinygsm_upload.") as d:
+            tmp = Path(d) / "item"
+            if is_dir:
+                tmp.mkdir()
+            yield tmp
+            _upload(tmp, epath.Path(str(path)))
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if is_dir:
@@ -57,6 +121,20 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def _upload(src: Path, dst: epath.Path) -> None:
+    """Copy a local file or directory tree to an object store, replacing what was there."""
+    if src.is_dir():
+        if dst.exists():
+            dst.rmtree()
+        for f in sorted(p for p in src.rglob("*") if p.is_file()):
+            target = dst / f.relative_to(src).as_posix()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            epath.Path(f).copy(target, overwrite=True)
+    else:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        epath.Path(src).copy(dst, overwrite=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -16,6 +16,7 @@ float32 matmul on this host, and the header says which source was used.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from tinygsm_jax.cli import as_path
 
 # Peak dense bf16 FLOP/s per JAX device, by `device.device_kind` prefix (longest match wins).
 PEAK_FLOPS: dict[str, float] = {
@@ -84,12 +87,15 @@ class MetricsWriter:
         self._tb = None
         if not enabled:
             return
-        workdir = Path(workdir)
+        workdir = as_path(workdir)  # gs:// too: appended through tf.io.gfile
         workdir.mkdir(parents=True, exist_ok=True)
-        self._file = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        from tensorboardX import SummaryWriter
+        self._file = (workdir / "metrics.jsonl").open("a", encoding="utf-8")  # noqa: SIM115
+        from tensorboardX import SummaryWriter  # gs:// needs google-cloud-storage (tpu extra)
 
-        self._tb = SummaryWriter(str(workdir / "tensorboard"))
+        try:
+            self._tb = SummaryWriter(str(workdir / "tensorboard"))
+        except Exception as e:  # e.g. no GCS client or credentials: metrics.jsonl still has it all
+            print(f"warning: TensorBoard logging off ({type(e).__name__}: {e})", file=sys.stderr)
 
     def write(self, event: str, **fields: Any) -> None:
         if not self.enabled:
@@ -97,7 +103,7 @@ class MetricsWriter:
         row = {"event": event, **{k: _plain(v) for k, v in fields.items()}}
         self._file.write(json.dumps(row, sort_keys=False) + "\n")
         self._file.flush()
-        if event == "step":
+        if event == "step" and self._tb is not None:
             for k, v in row.items():
                 if (
                     k not in ("event", "step", "time")
@@ -109,7 +115,8 @@ class MetricsWriter:
     def close(self) -> None:
         if self.enabled:
             self._file.close()
-            self._tb.close()
+            if self._tb is not None:
+                self._tb.close()
 
 
 def _plain(v: Any) -> Any:

@@ -16,9 +16,8 @@ import json
 import os
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
-from tinygsm_jax.cli import UserError, atomic_path, run_main
+from tinygsm_jax.cli import UserError, atomic_path, local_copy, run_main
 
 EOS_TOKEN = "<|endoftext|>"
 _MIN_VOCAB = 256 + 1  # the byte alphabet plus EOS
@@ -26,7 +25,7 @@ _MIN_VOCAB = 256 + 1  # the byte alphabet plus EOS
 
 def load_tokenizer(path: str | os.PathLike):
     """Load an HF tokenizer directory (tokenizer.json etc.); `UserError` if it is missing or invalid."""
-    p = Path(path)
+    p = local_copy(path)
     if not p.is_dir():
         raise UserError(f"{p}: tokenizer directory not found")
     if not any(

@@ -26,7 +26,7 @@ import orbax.checkpoint as ocp
 from ml_collections import ConfigDict
 
 from tinygsm_jax import checkpoint, sharding
-from tinygsm_jax.cli import UserError, run_main
+from tinygsm_jax.cli import UserError, as_path, local_copy, run_main
 from tinygsm_jax.config import add_config_args, load_config
 from tinygsm_jax.metrics import MetricsWriter, peak_flops
 from tinygsm_jax.model import ModelConfig, count_params, flops_per_token
@@ -53,7 +53,7 @@ def check_init_from(config: ConfigDict) -> tuple[Path, ModelConfig] | None:
 def check_tokenizer(config: ConfigDict, pipeline, init: tuple[Path, ModelConfig] | None) -> Path:
     """The tokenizer directory to ship with the checkpoints; refuses mixed or too-large vocabularies."""
     data_dir = getattr(pipeline, "tokenizer_dir", None)
-    tok_dir = Path(data_dir) if data_dir else (init[0] / "tokenizer" if init else None)
+    tok_dir = as_path(data_dir) if data_dir else (init[0] / "tokenizer" if init else None)
     if tok_dir is None:
         raise UserError(
             f"{config.data.path}: the data set has no tokenizer; rebuild it with --tokenizer DIR"
@@ -80,6 +80,7 @@ def check_tokenizer(config: ConfigDict, pipeline, init: tuple[Path, ModelConfig]
 
 def tokenizer_size(tok_dir: Path) -> int:
     """Number of token ids, added tokens included (`tokenizers` alone is much faster to import)."""
+    tok_dir = local_copy(tok_dir)
     if (tok_dir / "tokenizer.json").is_file():
         from tokenizers import Tokenizer
 
@@ -377,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parser.parse_known_args(argv)
     config = load_config(args.config, overrides)
     sharding.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-    return train(config, Path(args.workdir))
+    return train(config, as_path(args.workdir))
 
 
 if __name__ == "__main__":

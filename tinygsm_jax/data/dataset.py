@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tinygsm_jax.cli import UserError
+from tinygsm_jax.cli import UserError, as_path
 
 DATASET_NAME = "tinygsm"
 FORMAT_VERSION = 1
@@ -45,7 +45,7 @@ class DatasetMeta:
 
 def open_dataset(path: str | os.PathLike):
     """(tfds builder, DatasetMeta) for a built data set; `UserError` if `path` is not one."""
-    p = Path(path)
+    p = as_path(path)
     if not (p / "dataset_info.json").is_file():
         raise UserError(
             f"{p}: not a data set directory (no dataset_info.json; build one with `python -m tinygsm_jax.data build`)"
