@@ -85,7 +85,9 @@ def test_model_info_tokenizer_and_metrics_on_gcs(tmp_path, monkeypatch):
     bucket = tmp_path / "gcs"
     (bucket / "bucket").mkdir(parents=True)
     tok_dir = make_tokenizer(tmp_path / "tok")
-    cfg = ModelConfig(vocab_size=300, d_model=32, n_layers=1, n_heads=2, d_mlp=64, rotary_dim=8, max_len=64)
+    cfg = ModelConfig(
+        vocab_size=300, d_model=32, n_layers=1, n_heads=2, d_mlp=64, rotary_dim=8, max_len=64
+    )
     logdirs = []
     monkeypatch.setattr("tensorboardX.SummaryWriter", lambda logdir: logdirs.append(logdir))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))

@@ -23,7 +23,6 @@ from etils import epath
 REMOTE_SCHEMES = ("gs://", "s3://")
 
 
-
 class UserError(Exception):
     """Bad input from the user: printed as one line, exit status 2, no traceback."""
 
