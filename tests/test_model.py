@@ -114,6 +114,49 @@ def test_kv_cache_left_padding(model):
         np.testing.assert_allclose(full[i, width - n :], alone[i, :n], atol=TOL, rtol=0)
 
 
+def test_shared_prompt_decoding_matches_full_forward(model):
+    """`decode_shared`: n samples per left-padded prompt over one shared prompt cache and a
+    generated cache in blocks (some not yet written) give each sample's full-forward logits."""
+    lengths, n, T_new, C = [3, 6], 3, 7, 4
+    width = max(lengths)
+    rng = np.random.RandomState(5)
+    prompts = np.zeros((2, width), np.int32)
+    seg = np.zeros((2, width), np.int32)
+    pos = np.zeros((2, width), np.int32)
+    for i, L in enumerate(lengths):
+        prompts[i, width - L :] = rng.randint(1, CFG.vocab_size, L)
+        seg[i, width - L :] = 1
+        pos[i, width - L :] = np.arange(L)
+    new = rng.randint(1, CFG.vocab_size, (2 * n, T_new))  # each sample its own continuation
+    _, cache = model(
+        jnp.asarray(prompts), jnp.asarray(pos), jnp.asarray(seg), cache=init_cache(CFG, 2, width)
+    )
+    prefix = {"k": cache["k"], "v": cache["v"], "mask": cache["segment_ids"] != 0}
+    shape = (CFG.n_layers, 2 * n, CFG.n_heads, C, CFG.head_dim)
+    blocks = [{"k": jnp.zeros(shape), "v": jnp.zeros(shape)} for _ in range(-(-T_new // C))]
+    step = jax.jit(
+        lambda st, tok, p, blk, t: nnx.merge(model.graphdef, st).decode_shared(
+            tok, p, prefix, blk, t
+        )
+    )
+    got = []
+    for t in range(T_new):
+        j = t // C
+        p = np.repeat(np.asarray(lengths), n)[:, None] + t
+        out, (k, v) = step(
+            model.state, jnp.asarray(new[:, t : t + 1]), jnp.asarray(p), tuple(blocks[: j + 1]), t
+        )
+        got.append(np.asarray(out)[:, 0])
+        for name, x in (("k", k), ("v", v)):
+            blocks[j][name] = blocks[j][name].at[:, :, :, t % C].set(x)
+    for i, L in enumerate(lengths):
+        for s in range(n):
+            row = i * n + s
+            seq = np.concatenate([prompts[i, width - L :], new[row]])[None]
+            full = np.asarray(model(jnp.asarray(seq)))[0, L:]
+            np.testing.assert_allclose(np.stack(got)[:, row], full, atol=TOL, rtol=0)
+
+
 def test_packed_segments_do_not_attend_across_documents(model):
     """A document packed after another gives the same outputs as that document alone."""
     a, b = _tokens((1, 5), seed=1), _tokens((1, 7), seed=2)

@@ -214,10 +214,10 @@ def _attention_cached(q, k, v, k_old, v_old, mask_old, mask):
     return out + jnp.einsum("bhts,bshk->bthk", probs[..., S:], v)
 
 
-def _block(cfg: ModelConfig, p: dict, x: jax.Array, cos, sin, mask, kv=None, index=None):
-    """One Phi layer. With `kv` (this layer's cache k, v, read-only) and `mask` = (mask over the
-    cache slots, mask over the new positions), attention also covers the cache; returns the new
-    positions' (k, v) for the caller to write into the cache."""
+def _block(cfg: ModelConfig, p: dict, x: jax.Array, cos, sin, attend):
+    """One Phi layer; `attend(q, k, v)` ([B,T,H,K] each, rotary applied) is its attention, which
+    differs between training (a mask), cached decoding and shared-prompt decoding. Returns the
+    layer output and the new positions' (k, v) for the caller to write into a cache."""
     dt = cfg.compute_dtype
     h = layer_norm(x, p["ln_scale"], p["ln_bias"], cfg.layer_norm_eps)
     q, k, v = (
@@ -225,16 +225,55 @@ def _block(cfg: ModelConfig, p: dict, x: jax.Array, cos, sin, mask, kv=None, ind
         for n in ("q", "k", "v")
     )
     q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-    if kv is not None:
-        attn = _attention_cached(q, k, v, kv[0].astype(dt), kv[1].astype(dt), mask[0], mask[1])
-    else:
-        attn = _attention(q, k, v, mask)
+    attn = attend(q, k, v)
     attn = jnp.einsum("bthk,hkd->btd", attn, p["o_kernel"].astype(dt)) + p["o_bias"].astype(dt)
     m = jnp.einsum("btd,dm->btm", h, p["fc1_kernel"].astype(dt)) + p["fc1_bias"].astype(dt)
     m = constrain(jax.nn.gelu(m, approximate=True), ("batch", "length", "mlp"))
     m = jnp.einsum("btm,md->btd", m, p["fc2_kernel"].astype(dt)) + p["fc2_bias"].astype(dt)
     out = constrain(x + attn + m, ("batch", "length", "embed"))
     return out, (k, v)
+
+
+def _attention_shared(q, k, v, prefix_k, prefix_v, prefix_mask, blocks, written):
+    """One new token per sample attending to its prompt, its own earlier tokens and itself.
+
+    q, k, v: [Q*n,1,H,K], the n samples of each prompt adjacent. prefix_k, prefix_v: [Q,H,P,K],
+    the prompt's cache, stored once per prompt (not n times): for each prompt and head, the n
+    samples' queries meet the prompt's keys in one [n,K]x[K,P] matrix product instead of n
+    matrix-vector products over n copies. prefix_mask: [Q,P] (False at padding). blocks: the
+    generated-token cache as a tuple of (k, v) [Q*n,H,C,K] blocks; the caller passes only the
+    blocks that can hold written slots, so unwritten ones are never read. written: how many
+    generated slots (counted over the blocks) hold earlier tokens.
+    """
+    Q, P = prefix_mask.shape
+    B, _, H, K = q.shape
+    n = B // Q
+    scale = 1.0 / math.sqrt(K)
+    neg = jnp.finfo(jnp.float32).min
+    f32 = jnp.float32
+    qn = q.reshape(Q, n, H, K)
+    lp = jnp.einsum("qnhk,qhpk->qhnp", qn, prefix_k, preferred_element_type=f32) * scale
+    lp = jnp.where(prefix_mask[:, None, None, :], lp, neg)
+    lp = jnp.swapaxes(lp, 1, 2).reshape(B, H, P)
+    q1 = q[:, 0]
+    parts = [lp]
+    for j, (bk, _) in enumerate(blocks):
+        C = bk.shape[2]
+        lb = jnp.einsum("bhk,bhck->bhc", q1, bk, preferred_element_type=f32) * scale
+        parts.append(jnp.where((j * C + jnp.arange(C)) < written, lb, neg))
+    parts.append(
+        jnp.einsum("bhk,bhk->bh", q1, k[:, 0], preferred_element_type=f32)[..., None] * scale
+    )
+    probs = jax.nn.softmax(jnp.concatenate(parts, axis=-1), axis=-1).astype(v.dtype)
+    pp = jnp.swapaxes(probs[..., :P].reshape(Q, n, H, P), 1, 2)
+    out = jnp.swapaxes(jnp.einsum("qhnp,qhpk->qhnk", pp, prefix_v), 1, 2).reshape(B, H, K)
+    at = P
+    for _, bv in blocks:
+        C = bv.shape[2]
+        out = out + jnp.einsum("bhc,bhck->bhk", probs[..., at : at + C], bv)
+        at += C
+    out = out + probs[..., at, None] * v[:, 0]
+    return out[:, None]
 
 
 def init_cache(
@@ -298,7 +337,9 @@ class Phi(nnx.Module):
             mask = causal[None] & same & (segment_ids[:, None, :] != 0)
 
             def layer(h, p):
-                return _block(cfg, p, h, cos, sin, mask)[0], None
+                return _block(cfg, p, h, cos, sin, lambda q, k, v: _attention(q, k, v, mask))[
+                    0
+                ], None
 
             if cfg.remat:
                 layer = jax.checkpoint(layer, policy=jax.checkpoint_policies.nothing_saveable)
@@ -320,8 +361,14 @@ class Phi(nnx.Module):
             mask_new = causal[None] & same & (segment_ids[:, None, :] != 0)
 
             def layer(h, xs):
-                p, k, v = xs
-                return _block(cfg, p, h, cos, sin, (mask_old, mask_new), (k, v), index)
+                p, k_old, v_old = xs
+                dt = cfg.compute_dtype
+
+                def attend(q, k, v):
+                    k_o, v_o = k_old.astype(dt), v_old.astype(dt)
+                    return _attention_cached(q, k, v, k_o, v_o, mask_old, mask_new)
+
+                return _block(cfg, p, h, cos, sin, attend)
 
             x, (k_new, v_new) = jax.lax.scan(layer, x, (params, cache["k"], cache["v"]))
             at = (0, 0, 0, index, 0)
@@ -331,6 +378,47 @@ class Phi(nnx.Module):
             new_cache = {"k": ks, "v": vs, "segment_ids": kv_seg, "index": index + T}
         x = layer_norm(x, self.final_ln_scale.value, self.final_ln_bias.value, cfg.layer_norm_eps)
         return x, new_cache
+
+    def decode_shared(
+        self,
+        tokens: jax.Array,
+        positions: jax.Array,
+        prefix: dict[str, jax.Array],
+        blocks: tuple[dict[str, jax.Array], ...],
+        written: jax.Array,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """One decoding step for n samples per prompt that share the prompt's cache.
+
+        tokens, positions: [Q*n, 1] (the n samples of a prompt adjacent). prefix: the prompts'
+        cache from prefill, "k"/"v" [L,Q,H,P,K] and "mask" [Q,P]. blocks: the generated
+        tokens' cache, "k"/"v" [L,Q*n,H,C,K] per block, `written` slots of them filled. Returns
+        (output [Q*n,1,...], (k, v) [L,Q*n,H,K] of this token, for the caller to store).
+        """
+        cfg = self.cfg
+        dt = cfg.compute_dtype
+        x = constrain(self.embed.value.astype(dt)[tokens], ("batch", "length", "embed"))
+        cos, sin = rotary_tables(positions, cfg.rotary_dim, cfg.rope_theta)
+
+        def layer(h, xs):
+            p, pk, pv, bkv = xs
+
+            def attend(q, k, v):
+                bl = tuple((bk.astype(dt), bv.astype(dt)) for bk, bv in bkv)
+                pkv = (pk.astype(dt), pv.astype(dt))
+                return _attention_shared(q, k, v, *pkv, prefix["mask"], bl, written)
+
+            out, (k, v) = _block(cfg, p, h, cos, sin, attend)
+            return out, (k[:, 0], v[:, 0])
+
+        xs = (
+            self.blocks.stacked(),
+            prefix["k"],
+            prefix["v"],
+            tuple((b["k"], b["v"]) for b in blocks),
+        )
+        x, kv = jax.lax.scan(layer, x, xs)
+        x = layer_norm(x, self.final_ln_scale.value, self.final_ln_bias.value, cfg.layer_norm_eps)
+        return self.head(x), kv
 
     def head(self, x: jax.Array) -> jax.Array:
         """Logits [B, T, V] (lm) or scores [B, T] (value), in float32."""

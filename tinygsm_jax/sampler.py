@@ -1,9 +1,16 @@
 """The jitted, batched best-of-N sampler over the Phi generator.
 
-One compiled program per batch: prefill each question's prompt once, repeat its KV cache
-N times along the batch, then decode all samples of all questions in one `lax.while_loop`
-that ends when every sample has stopped (or after `max_new_tokens`). What makes it simple
-and fast:
+One compiled program per batch: prefill each question's prompt once, then decode all N
+samples of all questions together in `lax.while_loop`s that end when every sample has
+stopped (or after `max_new_tokens`). What makes it simple and fast:
+
+* A shared prompt cache. The prompt's keys and values are stored once per question, not N
+  times: the N samples' queries meet them in one matrix product per head
+  (`Phi.decode_shared`), so the prompt costs neither N copies of memory nor N reads per step.
+* Only written slots are read. The generated tokens' cache is cut into four blocks, with one
+  loop per block that attends only to the blocks written so far (about 5/8 of the slots on
+  average instead of all). Together with the shared prompt this made best-of-48 decoding
+  ~1.8x faster per token on this CPU (benchmarks/sampler.py).
 
 * Left padding without special cases. Prompts are left-padded to a bucket length; pad
   slots carry segment id 0 (the model's attention ignores them) and positions count from
@@ -38,6 +45,7 @@ The model runs through `nnx.split` / `nnx.merge` inside a plain `jax.jit`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Sequence
@@ -116,6 +124,16 @@ def _bucket(length: int, limit: int) -> int:
     return min(b, limit)
 
 
+def _block_size(max_new: int) -> int:
+    """Slots per generated-cache block: about a quarter of `max_new`, a multiple of 8.
+
+    Decoding runs one loop per block and reads only the blocks written so far, so on average
+    ~5/8 of the generated cache is read instead of all of it; more blocks would read less but
+    compile one more loop body each.
+    """
+    return max(8, -(-max_new // 4 // 8) * 8)
+
+
 def token_tables(tokenizer: Any, vocab_size: int) -> np.ndarray:
     """Per-token flags for the on-device function-end test, int8 [vocab_size, 4].
 
@@ -185,31 +203,27 @@ def _sample_program(
         model: Phi = nnx.merge(graphdef, state)
         Q, P = tokens.shape
         B = Q * n
+
+        def rep(x):  # one row per question -> its n sample rows, adjacent
+            return jnp.repeat(x, n, axis=0)
+
         # The barrier keeps XLA from constant-folding attention over the all-zero fresh cache
         # (seconds of compile time for nothing).
-        cache = jax.lax.optimization_barrier(init_cache(cfg, Q, P + max_new))
+        cache = jax.lax.optimization_barrier(init_cache(cfg, Q, P))
         logits, cache = model(tokens, positions, segments, cache=cache)
-        last = logits[:, -1, :]
-
-        def rep(x, axis=0):
-            return jnp.repeat(x, n, axis=axis)
-
-        cache = {
-            "k": rep(cache["k"], 1),
-            "v": rep(cache["v"], 1),
-            "segment_ids": rep(cache["segment_ids"]),
-            "index": cache["index"],
-        }
-        last = rep(last)
+        # The prompt's cache is kept once per question and shared by its n samples.
+        prefix = {"k": cache["k"], "v": cache["v"], "mask": cache["segment_ids"] != 0}
+        last = rep(logits[:, -1, :])
+        C = _block_size(max_new)
+        shape = (cfg.n_layers, B, cfg.n_heads, C, cfg.head_dim)
+        blocks = tuple(
+            {"k": jnp.zeros(shape, cfg.compute_dtype), "v": jnp.zeros(shape, cfg.compute_dtype)}
+            for _ in range(-(-max_new // C))
+        )
         if row_sharding is not None:
             cons = jax.lax.with_sharding_constraint
             rows5 = NamedSharding(row_sharding.mesh, PartitionSpec(None, *row_sharding.spec))
-            cache = {
-                "k": cons(cache["k"], rows5),
-                "v": cons(cache["v"], rows5),
-                "segment_ids": cons(cache["segment_ids"], row_sharding),
-                "index": cache["index"],
-            }
+            blocks = jax.tree.map(lambda x: cons(x, rows5), blocks)
             last = cons(last, row_sharding)
         base = jax.random.key(seed)
         q_keys = jax.vmap(lambda q: jax.random.fold_in(base, q))(qids)
@@ -236,10 +250,7 @@ def _sample_program(
             sampled = jnp.minimum(jnp.sum(cdf < u[:, None] * cdf[:, -1:], axis=-1), V - 1)
             return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
 
-        def cond(c):
-            return (c["t"] < max_new) & ~jnp.all(c["done"])
-
-        def body(c):
+        def body(c, j):
             t, done = c["t"], c["done"]
             tok = choose(c["logits"], t)
             logp = jnp.take_along_axis(
@@ -262,13 +273,22 @@ def _sample_program(
             reason = jnp.where(live & ~is_eos & ~fn_end & (t + 1 >= max_new), 3, reason)
             new_done = done | is_eos | fn_end
             pos = (start_pos + t)[:, None]
-            seg = jnp.ones((B, 1), jnp.int32)
-            nxt, cache = model(tok[:, None], pos, seg, cache=c["cache"])
+            # Generated token t goes to slot t % C of block j = t // C; blocks after j hold
+            # nothing yet and are not read.
+            blocks = c["blocks"]
+            nxt, (k_new, v_new) = model.decode_shared(tok[:, None], pos, prefix, blocks[: j + 1], t)
+            at = (0, 0, 0, t - j * C, 0)
+            blk = {
+                name: jax.lax.dynamic_update_slice(
+                    blocks[j][name], new[:, :, :, None].astype(blocks[j][name].dtype), at
+                )
+                for name, new in (("k", k_new), ("v", v_new))
+            }
             return {
                 "t": t + 1,
                 "done": new_done,
                 "logits": nxt[:, -1, :],
-                "cache": cache,
+                "blocks": (*blocks[:j], blk, *blocks[j + 1 :]),
                 "out_tok": out_tok,
                 "out_logp": out_logp,
                 "length": length,
@@ -280,15 +300,23 @@ def _sample_program(
             "t": jnp.zeros((), jnp.int32),
             "done": done0,
             "logits": last,
-            "cache": cache,
+            "blocks": blocks,
             "out_tok": jnp.full((B, max_new), pad_id, jnp.int32),
             "out_logp": jnp.zeros((B, max_new), jnp.float32),
             "length": jnp.zeros((B,), jnp.int32),
             "line_start": jnp.ones((B,), bool),
             "reason": jnp.zeros((B,), jnp.int32),
         }
-        out = jax.lax.while_loop(cond, body, carry)
-        return out["out_tok"], out["out_logp"], out["length"], out["reason"]
+        # One loop per cache block, each reading only the blocks written so far; a loop ends
+        # at its block's last slot or when every sample has stopped.
+        for j in range(len(blocks)):
+            end = min((j + 1) * C, max_new)
+            carry = jax.lax.while_loop(
+                lambda c, end=end: (c["t"] < end) & ~jnp.all(c["done"]),
+                functools.partial(body, j=j),
+                carry,
+            )
+        return carry["out_tok"], carry["out_logp"], carry["length"], carry["reason"]
 
     return jax.jit(run)
 
