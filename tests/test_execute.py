@@ -353,6 +353,19 @@ def test_network_blocked_even_with_socket_module(tmp_path):
     listener.close()
 
 
+def test_both_seccomp_filters_bind_the_program():
+    """The zygote's large filter (here memfd_create) and each program's own small one (setns)
+    both refuse with EPERM, where the kernel alone would allow or say EINVAL."""
+    code = (
+        "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "def err(rc):\n    return ctypes.get_errno() if rc == -1 else 0\n"
+        "result = err(libc.memfd_create(b'x', 0)) * 1000 + err(libc.setns(0, 0))\n"
+    )
+    with Sandbox(workers=1, timeout=5, preload=("ctypes",)) as sb:
+        r = sb.run([code])[0]
+    assert (r.status, r.answer) == ("ok", 1001), r
+
+
 def test_ctypes_segfault_is_contained():
     unset_pdeathsig = (
         "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"

@@ -83,7 +83,7 @@ class _Setup:
         self.allow_degraded = bool(cfg.get("allow_degraded"))
         self.disable = set(cfg.get("_disable", ()))  # test hook: pretend a mechanism failed
         self.pidns_fd: int | None = None
-        self.seccomp_prog = None
+        self.seccomp_progs: dict | None = None
         self.drop_uid = True
 
     def need(self, name: str, fn) -> bool:
@@ -198,40 +198,50 @@ class _Setup:
             raise PermissionError("not root: cannot run programs under a separate uid")
 
     def seccomp(self) -> None:
-        # The caller compiled the filter with libseccomp (importing pyseccomp here would pull in
+        # The caller compiled the filters with libseccomp (importing pyseccomp here would pull in
         # threading, whose fork hooks cost every child ~0.4 ms); we only load the BPF.
-        if self.cfg.get("seccomp_bpf") is None:
+        filters = self.cfg.get("seccomp_bpf")
+        if not filters:
             raise OSError(errno.ENOSYS, self.cfg.get("seccomp_error") or "no seccomp filter")
-        bpf = bytes.fromhex(self.cfg["seccomp_bpf"])
-        if not bpf or len(bpf) % 8:
-            raise OSError(errno.EINVAL, "bad BPF program")
-        buf = ctypes.create_string_buffer(bpf, len(bpf))
 
         class SockFprog(ctypes.Structure):
             _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
-        self.seccomp_prog = (SockFprog(len(bpf) // 8, ctypes.addressof(buf)), buf)
-        # Probe: load it in a throwaway child and check that a denied call is refused.
+        progs = {}
+        for which in ("zygote", "child"):
+            bpf = bytes.fromhex(filters[which])
+            if not bpf or len(bpf) % 8:
+                raise OSError(errno.EINVAL, f"bad BPF program ({which})")
+            buf = ctypes.create_string_buffer(bpf, len(bpf))
+            progs[which] = (SockFprog(len(bpf) // 8, ctypes.addressof(buf)), buf)
+        self.seccomp_progs = progs
+        # Probe: load both in a throwaway child and check that each refuses what it should.
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                self.load_seccomp()
-                try:
-                    os.chroot("/")  # any denied call will do; socket is not imported here
-                except PermissionError:
-                    code = 0
+                self.load_seccomp("zygote")
+                self.load_seccomp("child")
+                # The zygote's filter answers EPERM where the kernel would say ENOENT.
+                _libc.umount2(b"/nonexistent-tinygsm-seccomp-probe", 0)
+                if ctypes.get_errno() == errno.EPERM:
+                    try:
+                        os.chroot("/")  # the child's filter
+                    except PermissionError:
+                        code = 0
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
-            raise OSError(errno.EINVAL, "seccomp filter did not load or did not refuse chroot()")
+            raise OSError(errno.EINVAL, "seccomp filters did not load or did not refuse")
 
-    def load_seccomp(self) -> None:
+    def load_seccomp(self, which: str) -> None:
+        """Load one of the filters ("zygote": the large one; "child": the per-program one)."""
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-        prog = self.seccomp_prog[0]
+        prog = self.seccomp_progs[which][0]
         _check(
-            _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0), "seccomp"
+            _libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0),
+            f"seccomp ({which})",
         )
 
 
@@ -336,7 +346,7 @@ class Zygote:
         os.environ.clear()  # inherited by every child: programs see an empty environment
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversize writes raise OSError instead
         if s.need("seccomp", s.seccomp) is False:
-            s.seccomp_prog = None
+            s.seccomp_progs = None
         if not s.need("namespaces", s.namespaces):
             raise RuntimeError("cannot run without a private scratch tmpfs (mount namespace)")
         if not s.need("pid_namespace", s.pidns):
@@ -345,6 +355,8 @@ class Zygote:
         s.need("uid", s.uid)
         if s.drop_uid and os.geteuid() != 0:
             s.drop_uid = False
+        if s.seccomp_progs is not None:  # set-up done: from here on the zygote is confined too
+            s.load_seccomp("zygote")
         self.as_limit = _vm_size_bytes() + int(self.cfg["memory_mb"]) * 2**20
         if self.cfg.get("uid") is None:  # unique per live zygote: RLIMIT_NPROC is counted per uid
             self.cfg["uid"] = self.cfg["gid"] = UID_BASE + os.getpid()
@@ -543,8 +555,8 @@ class Zygote:
                     raise OSError("uid drop did not take")
             # After the uid change (which clears it): die if the zygote dies.
             _check(_libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "pdeathsig")
-            if setup.seccomp_prog is not None:
-                setup.load_seccomp()
+            if setup.seccomp_progs is not None:
+                setup.load_seccomp("child")
             sink = _OutputSink(
                 int(cfg["output_limit"]),
                 lambda: send(
