@@ -75,12 +75,15 @@ def test_majority_and_verifier_rules():
     assert majority_correct([s(None, False), s(None, False)]) is False  # no number: wrong
     # Equal top scores: the first of them is picked.
     assert verifier_correct([s(1, False, 0.2), s(2, True, 0.9), s(3, False, 0.9)]) is True
+    # A program that returned no number is passed over, however high its score.
+    assert verifier_correct([s(None, False, 0.9), s(4, True, 0.1)]) is True
+    assert verifier_correct([s(None, False, 0.9), s(None, False, 0.1)]) is False
     rows = [{"question_id": q, "sample": i, "answer": a, "correct": c, "score": sc}
             for q, samples in enumerate([[(1, True, 0.1), (2, False, 0.5)], [(None, False, 0.3), (7, True, 0.2)]])
             for i, (a, c, sc) in enumerate(samples)]  # fmt: skip
     m = compute_metrics(rows[::-1], [{"correct": True}, {"correct": False}])
     assert m == {"greedy@1": 0.5, "pass@1": 0.5, "maj@1": 0.5, "verify@1": 0.5,
-                 "pass@2": 1.0, "maj@2": 1.0, "verify@2": 0.0}  # fmt: skip
+                 "pass@2": 1.0, "maj@2": 1.0, "verify@2": 0.5}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------- CLI

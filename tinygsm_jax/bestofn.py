@@ -13,8 +13,10 @@ Definitions (k = 1, 2, 4, ... and N itself):
 * ``maj@k``: majority vote over each question's first k samples, counting only samples that
   returned a number; answers equal under `answers.answers_match` share a vote; a tie goes to
   the answer seen first among the k; a question with no numeric answer counts as wrong.
-* ``verify@k``: the highest verifier score among the first k samples (ties: the first);
-  correct if that sample is. Only when the rows carry scores.
+* ``verify@k``: the highest verifier score among those of the first k samples that returned a
+  number (ties: the first); correct if that sample is. As for maj@k, a program that failed to
+  run gives no answer, so it cannot be the one answered with; a question with no numeric
+  answer counts as wrong. Only when the rows carry scores.
 """
 
 from __future__ import annotations
@@ -62,9 +64,11 @@ def majority_correct(samples: Sequence[dict]) -> bool:
 
 
 def verifier_correct(samples: Sequence[dict]) -> bool:
-    """Whether the highest-scored sample (the first of equals) is correct."""
-    best = max(samples, key=lambda s: s["score"])
-    return bool(best["correct"])
+    """Whether the highest-scored sample with a numeric answer (the first of equals) is correct."""
+    numeric = [s for s in samples if s.get("answer") is not None]
+    if not numeric:
+        return False
+    return bool(max(numeric, key=lambda s: s["score"])["correct"])
 
 
 def _by_question(rows: Iterable[dict]) -> dict[int, list[dict]]:
