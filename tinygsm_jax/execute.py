@@ -95,6 +95,9 @@ _WORKER = Path(__file__).resolve().parent / "_sandbox_worker.py"
 # Only what the zygote itself needs; nothing of the caller's environment is passed on.
 _WORKER_ENV = {
     "LC_ALL": "C.UTF-8",
+    # Resolve every shared-library symbol when the zygote starts: lazily, each program's process
+    # would resolve (and so copy-on-write) the same entries again (~2% of its CPU).
+    "LD_BIND_NOW": "1",
     "OPENBLAS_NUM_THREADS": "1",
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
