@@ -19,6 +19,8 @@ One forward serves training and decoding. Attention is allowed from a query to a
 the key is not in the future, both carry the same segment id, and the id is not 0
 (padding). Training passes packed `segment_ids`; decoding passes a KV cache (`init_cache`)
 whose slots remember their segment ids, so left-padded prompts need no special case.
+Best-of-N sampling has its own decoding step, `Phi.decode_shared`: the N samples of a prompt
+share one copy of the prompt's cache.
 """
 
 from __future__ import annotations
@@ -336,10 +338,11 @@ class Phi(nnx.Module):
             same = segment_ids[:, :, None] == segment_ids[:, None, :]
             mask = causal[None] & same & (segment_ids[:, None, :] != 0)
 
+            def attend(q, k, v):
+                return _attention(q, k, v, mask)
+
             def layer(h, p):
-                return _block(cfg, p, h, cos, sin, lambda q, k, v: _attention(q, k, v, mask))[
-                    0
-                ], None
+                return _block(cfg, p, h, cos, sin, attend)[0], None
 
             if cfg.remat:
                 layer = jax.checkpoint(layer, policy=jax.checkpoint_policies.nothing_saveable)
