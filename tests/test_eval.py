@@ -15,6 +15,7 @@ from tinygsm_jax.bestofn import (
     ks_for,
     majority_correct,
     pass_at_k,
+    ranking_quality,
     verifier_correct,
 )
 from tinygsm_jax.cli import run_main
@@ -86,6 +87,20 @@ def test_majority_and_verifier_rules():
                  "pass@2": 1.0, "maj@2": 1.0, "verify@2": 0.5}  # fmt: skip
 
 
+def test_ranking_quality_is_a_within_question_auc():
+    def r(q, correct, score):
+        return {"question_id": q, "sample": 0, "correct": correct, "score": score}
+
+    rows = [
+        r(0, True, 0.9), r(0, False, 0.1), r(0, False, 0.9),  # right beats one wrong, ties one
+        r(1, True, 5.0), r(1, True, 4.0),  # all right: not a ranking question
+        r(2, False, 0.0), r(2, True, -1.0),  # the wrong one scores higher
+    ]  # fmt: skip
+    got = ranking_quality(rows)
+    assert got == {"within_question_auc": (1 + 0.5 + 0) / 3, "questions": 2}
+    assert ranking_quality(rows[3:5]) == {"within_question_auc": None, "questions": 0}
+
+
 # ---------------------------------------------------------------------------------------- CLI
 def test_eval_gsm8k_with_verifier(shared_data, ckpts, tmp_path):
     out = tmp_path / "eval"
@@ -106,6 +121,7 @@ def test_eval_gsm8k_with_verifier(shared_data, ckpts, tmp_path):
         f"{m}@{k}" for m in ("pass", "maj", "verify") for k in (1, 2, 4)
     }
     assert report["metrics"] == compute_metrics(rows, greedy)  # the report is re-derivable
+    assert report["verifier_ranking"] == ranking_quality(rows)
     t = report["throughput"]
     assert t["generated_tokens"] == sum(r["n_generated"] for r in rows)
     assert t["sampling_seconds"] > 0 and t["tokens_per_second"] == pytest.approx(

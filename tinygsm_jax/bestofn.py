@@ -17,6 +17,10 @@ Definitions (k = 1, 2, 4, ... and N itself):
   number (ties: the first); correct if that sample is. As for maj@k, a program that failed to
   run gives no answer, so it cannot be the one answered with; a question with no numeric
   answer counts as wrong. Only when the rows carry scores.
+
+Beside the metrics, `ranking_quality` says how well the scores order each question's own samples
+(the only thing verify@k depends on): the probability that a correct sample outscores a wrong
+one of the same question, over questions that have both (a within-question AUC; 0.5 is chance).
 """
 
 from __future__ import annotations
@@ -105,3 +109,21 @@ def compute_metrics(
         if with_scores:
             metrics[f"verify@{k}"] = sum(verifier_correct(v[:k]) for v in per_q.values()) / nq
     return metrics
+
+
+def ranking_quality(
+    candidates: Iterable[dict], key: str = "score"
+) -> dict[str, float | int | None]:
+    """Within-question AUC of `key` (ties count half) and how many questions it covers."""
+    wins = pairs = 0.0
+    mixed = 0
+    for samples in _by_question(candidates).values():
+        right = [float(r[key]) for r in samples if r["correct"]]
+        wrong = [float(r[key]) for r in samples if not r["correct"]]
+        if not right or not wrong:
+            continue
+        mixed += 1
+        for a in right:
+            wins += sum(1.0 if a > b else 0.5 if a == b else 0.0 for b in wrong)
+        pairs += len(right) * len(wrong)
+    return {"within_question_auc": wins / pairs if pairs else None, "questions": mixed}

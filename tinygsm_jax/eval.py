@@ -187,6 +187,13 @@ def report_markdown(report: dict) -> str:
         if has_v:
             row += f" {100 * m[f'verify@{k}']:.1f}% |"
         lines.append(row)
+    vr = report.get("verifier_ranking")
+    if vr and vr["questions"]:
+        lines += [
+            "",
+            f"Verifier ranking within a question: AUC {vr['within_question_auc']:.3f} over the "
+            f"{vr['questions']} questions with both right and wrong samples (0.5 is chance).",
+        ]
     t = report["throughput"]
     lines += [
         "",
@@ -311,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     import jax
     from tqdm import tqdm
 
-    from tinygsm_jax.bestofn import compute_metrics
+    from tinygsm_jax.bestofn import compute_metrics, ranking_quality
     from tinygsm_jax.checkpoint import load_model
     from tinygsm_jax.sampler import SamplingParams
     from tinygsm_jax.solution_format import make_prompt
@@ -371,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
                        "tokens_per_second": round(tokens / seconds, 2) if seconds > 0 else 0.0},
         "compile_seconds": round(sampler.stats.compile_seconds, 2), "devices": jax.device_count(),
     }  # fmt: skip
+    if scores is not None:
+        report["verifier_ranking"] = ranking_quality(rows)
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "candidates.jsonl", rows)
     write_jsonl(out / "greedy.jsonl", greedy_rows)
