@@ -27,7 +27,14 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
-from tinygsm_jax.cli import UserError, as_path, atomic_path, atomic_write_json, is_remote
+from tinygsm_jax.cli import (
+    UserError,
+    as_path,
+    atomic_path,
+    atomic_write_json,
+    copy_tree,
+    is_remote,
+)
 from tinygsm_jax.model import ModelConfig, Phi
 
 FORMAT = "tinygsm_jax.checkpoint/1"
@@ -71,8 +78,7 @@ def write_model_info(
     src, dst = as_path(tokenizer_dir), root / "tokenizer"
     if _location(src) != _location(dst):
         with atomic_path(dst, is_dir=True) as tmp:
-            for f in src.iterdir():  # a flat directory of tokenizer files, local or gs://
-                epath.Path(str(f)).copy(epath.Path(tmp / f.name))
+            copy_tree(src, tmp)
 
 
 def _location(path: Path | epath.Path) -> str:

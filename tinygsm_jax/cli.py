@@ -69,7 +69,7 @@ def local_copy(path: str | os.PathLike) -> Path:
             raise UserError(f"{path}: no such directory")
         tmp = Path(tempfile.mkdtemp(prefix="tinygsm_download."))
         atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-        _download(src, tmp / src.name)
+        copy_tree(src, tmp / src.name)
         _LOCAL_COPIES[key] = tmp / src.name
     return _LOCAL_COPIES[key]
 
@@ -77,13 +77,16 @@ def local_copy(path: str | os.PathLike) -> Path:
 _LOCAL_COPIES: dict[str, Path] = {}
 
 
-def _download(src: epath.Path, dst: Path) -> None:
+def copy_tree(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy a file or a directory tree, each side local or gs:// (through epath)."""
+    src, dst = epath.Path(str(src)), epath.Path(str(dst))
+    if not src.is_dir():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        src.copy(dst, overwrite=True)
+        return
     dst.mkdir(parents=True, exist_ok=True)
     for f in src.iterdir():  # not rglob: epath refuses `**` on object stores
-        if f.is_dir():
-            _download(f, dst / f.name)
-        else:
-            f.copy(epath.Path(dst / f.name), overwrite=True)
+        copy_tree(f, dst / f.name)
 
 
 @contextlib.contextmanager
@@ -99,7 +102,10 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
             if is_dir:
                 tmp.mkdir()
             yield tmp
-            _upload(tmp, epath.Path(str(path)))
+            remote = epath.Path(str(path))
+            if is_dir and remote.exists():
+                remote.rmtree()  # replaced, as a local directory is
+            copy_tree(tmp, remote)
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,20 +126,6 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
         else:
             tmp.unlink(missing_ok=True)
         raise
-
-
-def _upload(src: Path, dst: epath.Path) -> None:
-    """Copy a local file or directory tree to an object store, replacing what was there."""
-    if src.is_dir():
-        if dst.exists():
-            dst.rmtree()
-        for f in sorted(p for p in src.rglob("*") if p.is_file()):
-            target = dst / f.relative_to(src).as_posix()
-            target.parent.mkdir(parents=True, exist_ok=True)
-            epath.Path(f).copy(target, overwrite=True)
-    else:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        epath.Path(src).copy(dst, overwrite=True)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
