@@ -81,6 +81,8 @@ def run1(sb: Sandbox, code: str) -> ExecResult:
         ("result = 10**30\n", 1e30),  # beyond int64: reported as a float
         ("print('thinking...')\nresult = 5\n", 5),  # printing is fine
         ("def simple_math_problem():\n    return 1\nresult = 2\n", 1),  # the function wins
+        ("result = 5 if 1 is 1 else 0\n", 5),  # a SyntaxWarning at compile time is harmless
+        ("# padding\n" * 3000 + "result = 6\n", 6),  # past ZYGOTE_COMPILE_CHARS: child compiles
     ],
 )
 def test_answers(sandbox, code, answer):
@@ -104,6 +106,11 @@ def test_answers(sandbox, code, answer):
         ("result = 1 / 0\n", "error", "ZeroDivisionError"),
         ("def simple_math_problem():\n    x = 1\n    return y\n", "error", "line 3"),
         ("def simple_math_problem(:\n", "error", "SyntaxError"),
+        ("# padding\n" * 3000 + "def f(:\n", "error", "SyntaxError"),  # compiled in the child
+        ("result = 1\0\n", "error", "null"),
+        ("(" * 300 + ")" * 300 + "\n", "error", "nested"),
+        # compiled as plain `python` would: no __future__ flag leaks in from the sandbox's code
+        ("def simple_math_problem() -> Undefined:\n    return 1\n", "error", "NameError"),
         ("import sys\nsys.exit(3)\n", "error", "SystemExit"),
         ("import os\nos._exit(0)\n", "crashed", "exited with code 0"),
         ("raise KeyboardInterrupt\n", "error", "KeyboardInterrupt"),

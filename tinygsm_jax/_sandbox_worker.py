@@ -31,6 +31,7 @@ import shutil
 import signal
 import sys
 import time
+import types
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
@@ -47,6 +48,17 @@ SCRATCH_ROOT = "/tmp"  # a private tmpfs is mounted over it, in this process's m
 UID_BASE = 2_000_000_000  # programs run as UID_BASE + zygote pid: owns no file, shares no limit
 RESULT_LIMIT = 65536  # bytes a child may send back; more is a malformed result
 ERROR_CHARS = 500
+# Sources up to this size are compiled in the zygote, before the fork: parsing never runs the
+# program, 3.11's constant folder caps what it builds, and a compile here costs ~20 us against
+# ~250 us in a fresh child (whose every allocation copies a page). Larger sources are compiled
+# in the child, under its limits.
+ZYGOTE_COMPILE_CHARS = 16384
+WARM_PROGRAM = (
+    "def simple_math_problem() -> int:\n"
+    '    """\n    Sam buys 5 boxes of 12 pencils and gives away 7. How many are left?\n    """\n'
+    "    boxes = 5\n    per_box = 12\n    total = boxes * per_box\n"
+    "    remaining = total - 7\n    result = remaining\n    return result\n"
+)
 PROGRAM_STATUSES = ("ok", "error", "memory", "output_limit", "sandbox_error")
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -111,7 +123,12 @@ class _Setup:
                 __import__(name)
             except ImportError:
                 pass
-        exec(compile("def _w():\n    return 1\n_w()\n", "<warm>", "exec"), {})  # warm compiler
+        # Warm the compiler and the interpreter on a program of the kind we run (trusted text):
+        # what they cache then lives in the zygote instead of being rebuilt in every child.
+        for _ in range(3):
+            scope: dict = {"__name__": "__main__"}
+            exec(_compile(WARM_PROGRAM), scope)
+            scope["simple_math_problem"]()
 
     def namespaces(self) -> None:
         euid = os.geteuid()
@@ -306,6 +323,21 @@ def _normalise(value):
     raise ValueError(f"answer is a {t.__name__}, not a number")
 
 
+def _compile(code: str):
+    """The program's code object, as plain `python` would build it (no inherited __future__)."""
+    return compile(code, "<program>", "exec", dont_inherit=True)
+
+
+def _compile_in_zygote(code: str):
+    """(code object or None, error or None); None, None for sources left to the child."""
+    if len(code) > ZYGOTE_COMPILE_CHARS:
+        return None, None
+    try:  # a SyntaxWarning goes to our stderr, which the caller points at /dev/null
+        return _compile(code), None
+    except Exception as e:  # noqa: BLE001 - SyntaxError, ValueError (NUL), RecursionError, ...
+        return None, _describe(e)
+
+
 def _describe(exc: BaseException) -> str:
     """'Type: message (line N)', never raising: the exception's own code is untrusted."""
     try:
@@ -364,6 +396,9 @@ class Zygote:
 
     def run_one(self, code: str) -> dict:
         cfg = self.cfg
+        compiled, error = _compile_in_zygote(code)
+        if error is not None:  # nothing to run: answered without a fork
+            return {"s": "error", "a": None, "e": error}
         self.count += 1
         scratch = f"{SCRATCH_ROOT}/p{self.count}"
         os.mkdir(scratch, 0o700)
@@ -376,7 +411,7 @@ class Zygote:
             pid = os.fork()
             if pid == 0:
                 os.close(r)
-                self._child(code, scratch, w)  # never returns
+                self._child(compiled or code, scratch, w)  # never returns
             os.close(w)
             return self._wait(pid, r)
         finally:
@@ -513,8 +548,8 @@ class Zygote:
             return {"s": "ok", "a": a, "e": None}
         return {"s": s, "a": None, "e": e[:ERROR_CHARS] if isinstance(e, str) else "error"}
 
-    def _child(self, code: str, scratch: str, w: int) -> None:
-        """In the forked child: confine, then run the program. Never returns."""
+    def _child(self, code: str | types.CodeType, scratch: str, w: int) -> None:
+        """In the forked child: confine, then run the program (source or code object). Never returns."""
         _exit, _write, _dumps = os._exit, os.write, json.dumps
         cfg, setup = self.cfg, self.setup
 
@@ -569,7 +604,7 @@ class Zygote:
             send("sandbox_error", None, f"confinement failed: {e}")
         try:
             scope = {"__name__": "__main__", "__builtins__": __builtins__}
-            exec(compile(code, "<program>", "exec"), scope)
+            exec(code if not isinstance(code, str) else _compile(code), scope)
             fn = scope.get("simple_math_problem")
             if fn is not None:
                 if not callable(fn):
