@@ -413,13 +413,12 @@ class Zygote:
                 os.close(r)
                 self._child(compiled or code, scratch, w)  # never returns
             os.close(w)
+            w = -1  # closed: its number may be reused (by the pidfd) before `finally` runs
             return self._wait(pid, r)
         finally:
             os.close(r)
-            try:
+            if w >= 0:  # the fork failed
                 os.close(w)
-            except OSError:
-                pass
             try:
                 os.rmdir(scratch)
             except OSError:
