@@ -50,9 +50,11 @@ RESULT_LIMIT = 65536  # bytes a child may send back; more is a malformed result
 ERROR_CHARS = 500
 # Sources up to this size are compiled in the zygote, before the fork: parsing never runs the
 # program, 3.11's constant folder caps what it builds, and a compile here costs ~20 us against
-# ~250 us in a fresh child (whose every allocation copies a page). Larger sources are compiled
-# in the child, under its limits.
-ZYGOTE_COMPILE_CHARS = 16384
+# ~250 us in a fresh child (whose every allocation copies a page). The cap bounds the zygote's
+# time outside any program's limits: the slowest 4 KiB source we found (nested lambdas; the
+# cost is quadratic) compiles in ~30 ms. TinyGSM programs are well under 1 KiB; longer sources
+# are compiled in the child, under its limits.
+ZYGOTE_COMPILE_CHARS = 4096
 WARM_PROGRAM = (
     "def simple_math_problem() -> int:\n"
     '    """\n    Sam buys 5 boxes of 12 pencils and gives away 7. How many are left?\n    """\n'
@@ -323,12 +325,12 @@ def _normalise(value):
     raise ValueError(f"answer is a {t.__name__}, not a number")
 
 
-def _compile(code: str):
+def _compile(code: str) -> types.CodeType:
     """The program's code object, as plain `python` would build it (no inherited __future__)."""
     return compile(code, "<program>", "exec", dont_inherit=True)
 
 
-def _compile_in_zygote(code: str):
+def _compile_in_zygote(code: str) -> tuple[types.CodeType | None, str | None]:
     """(code object or None, error or None); None, None for sources left to the child."""
     if len(code) > ZYGOTE_COMPILE_CHARS:
         return None, None
@@ -417,7 +419,7 @@ class Zygote:
             return self._wait(pid, r)
         finally:
             os.close(r)
-            if w >= 0:  # the fork failed
+            if w >= 0:  # never handed to a child (the set-up or the fork failed)
                 os.close(w)
             try:
                 os.rmdir(scratch)
