@@ -550,7 +550,7 @@ class Zygote:
         return {"s": s, "a": None, "e": e[:ERROR_CHARS] if isinstance(e, str) else "error"}
 
     def _child(self, code: str | types.CodeType, scratch: str, w: int) -> None:
-        """In the forked child: confine, then run the program (source or code object). Never returns."""
+        """In the forked child: confine, then run the program (source or code). Never returns."""
         _exit, _write, _dumps = os._exit, os.write, json.dumps
         cfg, setup = self.cfg, self.setup
 

@@ -15,7 +15,8 @@ about 1.4x slower, since a bigger zygote makes every fork dearer) once, then for
 child per program: a program costs a fork (~1.8 ms of CPU here, all processes counted) instead
 of a new interpreter (~18 ms), and no program sees another's state. The zygote compiles the
 source (up to 4 KiB) before the fork: parsing runs nothing, and a compile in the warm zygote
-costs a tenth of one in a fresh child, where every allocation copies a page. The layers, each closing a hole the others leave:
+costs a tenth of one in a fresh child, where every allocation copies a page. The layers, each
+closing a hole the others leave:
 
 * **Mount + network + IPC namespaces** (once per zygote): the network namespace has no
   interfaces, so no socket reaches anything, loopback included, and abstract Unix sockets are
