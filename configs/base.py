@@ -3,7 +3,7 @@
 Key names are a contract (CLIs, tests and docs rely on them):
 model.{vocab_size, d_model, n_layers, n_heads, d_mlp, rotary_dim, max_len, head},
 mesh.{data, fsdp, tensor}, data.{path, seq_len}, train.{steps, global_batch, lr,
-warmup_steps, weight_decay, seed}, checkpoint.every, log.every.
+warmup_steps, weight_decay, seed, lm_loss_weight}, checkpoint.every, log.every.
 """
 
 import ml_collections
@@ -50,6 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.b2 = 0.95
     c.train.grad_clip = 1.0
     c.train.seed = 0
+    # Verifier only: weight of the language-modelling loss added to the value loss on the same
+    # tokens (Cobbe et al. 2021's joint objective); > 0 keeps the LM head in the checkpoint.
+    c.train.lm_loss_weight = 0.0
     c.train.init_from = (
         ""  # a checkpoint to start from (imported Phi-1.5; the generator, for a verifier)
     )

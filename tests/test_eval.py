@@ -83,22 +83,63 @@ def test_majority_and_verifier_rules():
             for q, samples in enumerate([[(1, True, 0.1), (2, False, 0.5)], [(None, False, 0.3), (7, True, 0.2)]])
             for i, (a, c, sc) in enumerate(samples)]  # fmt: skip
     m = compute_metrics(rows[::-1], [{"correct": True}, {"correct": False}])
-    assert m == {"greedy@1": 0.5, "pass@1": 0.5, "maj@1": 0.5, "verify@1": 0.5,
-                 "pass@2": 1.0, "maj@2": 1.0, "verify@2": 0.5}  # fmt: skip
+    assert m == {"greedy@1": 0.5, "pass@1": 0.5, "maj@1": 0.5, "verify@1": 0.5, "random@1": 0.5,
+                 "pass@2": 1.0, "maj@2": 1.0, "verify@2": 0.5, "random@2": 0.75}  # fmt: skip
+
+
+def test_pick_baselines_recomputed_from_rows():
+    """random@k, distinct@k and likelihood@k by hand, with duplicates and a numberless question."""
+
+    def row(q, i, code, answer, correct, logprob):
+        return {"question_id": q, "sample": i, "code": code, "answer": answer, "correct": correct,
+                "logprob": logprob}  # fmt: skip
+
+    rows = [
+        # q0: the right program three times, two different wrong ones, one that did not run.
+        row(0, 0, "right", 6, True, -3.0), row(0, 1, "wrong-a", 5, False, -1.0),
+        row(0, 2, "right", 6, True, -3.0), row(0, 3, "wrong-b", 7, False, -4.0),
+        row(0, 4, "right", 6, True, -3.0), row(0, 5, "crash", None, False, -0.5),
+        # q1: no sample returned a number: wrong for every pick, whatever its likelihood.
+        *(row(1, i, f"bad{i}", None, False, -0.1) for i in range(6)),
+        # q2: two distinct right programs and one wrong; the right ones are the likeliest.
+        row(2, 0, "r1", 2, True, -1.0), row(2, 1, "w", 3, False, -2.0), row(2, 2, "r2", 2.0, True, -0.5),
+        row(2, 3, "w", 3, False, -2.0), row(2, 4, "w", 3, False, -2.0), row(2, 5, "r1", 2, True, -1.0),
+    ]  # fmt: skip
+    m = compute_metrics(rows)
+    # q0 first 6: numeric 5 (3 right) -> 3/5; distinct right/wrong-a/wrong-b -> 1/3; the likeliest
+    # numeric is wrong-a (the crash, likelier still, never counts).  q1: 0.  q2: 3/6, 2/3, right.
+    assert m["random@6"] == pytest.approx((3 / 5 + 0 + 3 / 6) / 3)
+    assert m["distinct@6"] == pytest.approx((1 / 3 + 0 + 2 / 3) / 3)
+    assert m["likelihood@6"] == pytest.approx((0 + 0 + 1) / 3)
+    # First 2 samples: q0 right + wrong-a; q2 r1 + w.
+    assert m["random@2"] == pytest.approx((1 / 2 + 0 + 1 / 2) / 3)
+    assert m["distinct@2"] == m["random@2"]
+    assert m["likelihood@2"] == pytest.approx((0 + 0 + 1) / 3)
+    assert m["random@1"] == m["distinct@1"] == m["likelihood@1"] == pytest.approx(2 / 3)
+    # Within-question AUC of the log-likelihood over numeric samples only: q0 pairs (3 right x 2
+    # wrong): each right -3 beats wrong-b -4 and loses to wrong-a -1; q2 (3 right x 3 wrong):
+    # every right one wins.
+    got = ranking_quality(rows, key="logprob")
+    assert got == {"within_question_auc": pytest.approx((3 + 9) / (6 + 9)), "questions": 2}
+    # Without logprob or code in the rows, those two baselines are absent, not zero.
+    bare = [{k: v for k, v in r.items() if k not in ("logprob", "code")} for r in rows]
+    assert not {k for k in compute_metrics(bare) if k.startswith(("likelihood", "distinct"))}
 
 
 def test_ranking_quality_is_a_within_question_auc():
-    def r(q, correct, score):
-        return {"question_id": q, "sample": 0, "correct": correct, "score": score}
+    def r(q, correct, score, answer=1):
+        return {"question_id": q, "sample": 0, "correct": correct, "score": score, "answer": answer}
 
     rows = [
         r(0, True, 0.9), r(0, False, 0.1), r(0, False, 0.9),  # right beats one wrong, ties one
+        r(0, False, 2.0, answer=None),  # returned no number: never picked, so not ranked
         r(1, True, 5.0), r(1, True, 4.0),  # all right: not a ranking question
+        r(1, False, 9.0, answer=None),  # its only wrong sample is not numeric: still not mixed
         r(2, False, 0.0), r(2, True, -1.0),  # the wrong one scores higher
     ]  # fmt: skip
     got = ranking_quality(rows)
     assert got == {"within_question_auc": (1 + 0.5 + 0) / 3, "questions": 2}
-    assert ranking_quality(rows[3:5]) == {"within_question_auc": None, "questions": 0}
+    assert ranking_quality(rows[4:7]) == {"within_question_auc": None, "questions": 0}
 
 
 # ---------------------------------------------------------------------------------------- CLI
@@ -118,7 +159,9 @@ def test_eval_gsm8k_with_verifier(shared_data, ckpts, tmp_path):
         and report["n_samples"] == 4
     )
     assert set(report["metrics"]) == {"greedy@1"} | {
-        f"{m}@{k}" for m in ("pass", "maj", "verify") for k in (1, 2, 4)
+        f"{m}@{k}"
+        for m in ("pass", "maj", "verify", "random", "distinct", "likelihood")
+        for k in (1, 2, 4)
     }
     assert report["metrics"] == compute_metrics(rows, greedy)  # the report is re-derivable
     assert report["verifier_ranking"] == ranking_quality(rows)
@@ -138,7 +181,9 @@ def test_eval_gsm8k_with_verifier(shared_data, ckpts, tmp_path):
         assert r["answer"] is None or isinstance(r["answer"], (int, float))
     assert (out / "accuracy_vs_n.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "report.md").read_text()
-    assert "| k | pass@k | maj@k | verify@k |" in md and "| 4 |" in md
+    assert "| k | pass@k (oracle) | maj@k | random@k | distinct@k | likelihood@k | verify@k |" in md
+    assert "| 4 |" in md
+    assert report["likelihood_ranking"] == ranking_quality(rows, key="logprob")
     # The verifier's score is its output at the candidate's last body token, the last position
     # its training loss covers (the target there is EOS), reproduced here.
     from tinygsm_jax.checkpoint import load_model

@@ -487,3 +487,29 @@ def test_cli_subprocess_bad_input(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "not a Phi model" in proc.stderr, proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_export_of_a_joint_objective_verifier(tok_dir, tokens, tmp_path, capsys):
+    """A verifier trained with the LM loss keeps an LM head; it exports as the same
+    PhiForTokenClassification (the LM head stays behind), with scores equal to ours."""
+    from test_sampler import random_model
+
+    from tinygsm_jax.checkpoint import save_model
+
+    model = random_model("value", 5, keep_lm_head=True)
+    assert hasattr(model, "lm_head_kernel") and hasattr(model, "value_kernel")
+    save_model(tmp_path / "joint", model, tok_dir)
+    code, _ = _run(
+        export.main,
+        ["--checkpoint", str(tmp_path / "joint"), "--out", str(tmp_path / "hf")],
+        capsys,
+    )
+    assert code == 0
+    hf = transformers.AutoModelForTokenClassification.from_pretrained(str(tmp_path / "hf"))
+    assert type(hf).__name__ == "PhiForTokenClassification" and hf.config.num_labels == 1
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "hf" / "model.safetensors"), "np") as f:
+        assert not any(k.startswith("lm_head") for k in f.keys())
+    ours = np.asarray(model(jnp.asarray(tokens)))
+    np.testing.assert_allclose(ours, _hf_out(hf, tokens), atol=TOL, rtol=0)

@@ -122,3 +122,116 @@ def test_last_token_mask_marks_the_end_of_each_packed_document():
     segments = jnp.array([[1, 1, 1, 2, 2, 2, 3, 0]])
     got = last_token_mask(loss_mask, segments)
     assert got.tolist() == [[False, False, True, False, False, True, True, False]]
+
+
+# ------------------------------------------------------------------- the joint objective
+def _joint_models():
+    """A joint verifier with random weights, and a pure verifier and a generator that share
+    its trunk and its value or LM head exactly."""
+    from flax import nnx
+    from test_sampler import random_model
+
+    joint = random_model("value", 3, keep_lm_head=True)
+    params = nnx.to_pure_dict(nnx.state(joint, nnx.Param))
+
+    def sharing(head: str):
+        other = random_model(head, 4)
+        graphdef, state = nnx.split(other)
+        keys = nnx.to_pure_dict(state).keys()
+        nnx.replace_by_pure_dict(state, {k: v for k, v in params.items() if k in keys})
+        return nnx.merge(graphdef, state)
+
+    return joint, sharing("value"), sharing("lm")
+
+
+def _verifier_batch():
+    b = synthetic_batch(2, 0, 4, 32, 256, "verifier")
+    return {k: jnp.asarray(v) for k, v in b.items()}
+
+
+def test_joint_loss_with_weight_zero_is_the_value_loss_exactly():
+    """Weight 0 is today's verifier loss, computed independently from the model's output."""
+    import optax
+
+    from tinygsm_jax.train_step import loss_sums
+
+    _, value_model, _ = _joint_models()
+    b = _verifier_batch()
+    got, counters = loss_sums(value_model, b, "verifier", 0.0)
+    scores = value_model(b["inputs"], b["positions"], b["segment_ids"])
+    want = jnp.sum(optax.sigmoid_binary_cross_entropy(scores, b["labels"]) * b["loss_mask"])
+    assert float(got) == float(want) and "lm_loss_sum" not in counters
+    default, _ = loss_sums(value_model, b, "verifier")  # the default weight is 0
+    assert float(default) == float(got)
+
+
+def test_joint_loss_adds_the_generators_loss_on_the_same_batch():
+    from tinygsm_jax.train_step import loss_sums
+
+    joint, value_model, generator = _joint_models()
+    b = _verifier_batch()
+    value_sum, _ = loss_sums(value_model, b, "verifier", 0.0)
+    lm_sum, _ = loss_sums(generator, b, "generator")  # same inputs, targets and loss mask
+    for w in (0.5, 2.0):
+        total, c = loss_sums(joint, b, "verifier", w)
+        np.testing.assert_allclose(float(total), float(value_sum) + w * float(lm_sum), rtol=1e-6)
+        np.testing.assert_allclose(
+            [float(c["value_loss_sum"]), float(c["lm_loss_sum"])],
+            [float(value_sum), float(lm_sum)],
+            rtol=1e-6,
+        )
+
+
+def test_joint_verifier_trains_both_heads_and_logs_both_losses():
+    config = small_config(
+        "--config.objective=verifier",
+        "--config.model.head=value",
+        "--config.train.lm_loss_weight=0.5",
+    )
+    t = make_trainer(config, one_device())
+    assert t.model_cfg.keep_lm_head and "lm_head_kernel" in t.abstract_state["params"]
+    state = t.init(0)
+    first = None
+    for k in range(6):
+        state, m = t.step_fn(state, t.put_batch(synthetic_batch(1, k, 8, 32, 256, "verifier")))
+        np.testing.assert_allclose(
+            float(m["loss"]), float(m["value_loss"]) + 0.5 * float(m["lm_loss"]), rtol=1e-5
+        )
+        first = first or (float(m["value_loss"]), float(m["lm_loss"]))
+    assert float(m["value_loss"]) < first[0] and float(m["lm_loss"]) < first[1]
+    # Without the weight the verifier has no LM head, as before.
+    plain = make_trainer(
+        small_config("--config.objective=verifier", "--config.model.head=value"), one_device()
+    )
+    assert not plain.model_cfg.keep_lm_head
+    assert "lm_head_kernel" not in plain.abstract_state["params"]
+
+
+@pytest.mark.parametrize(
+    "extra", [["--config.train.lm_loss_weight=-1"], ["--config.train.lm_loss_weight=0.5"]]
+)
+def test_lm_loss_weight_is_checked(extra):
+    """Negative, or set for the generator objective: one clear line."""
+    from tinygsm_jax.cli import UserError
+
+    objective = (
+        ["--config.objective=verifier", "--config.model.head=value"] if "-1" in extra[0] else []
+    )
+    with pytest.raises(UserError, match="lm_loss_weight"):
+        make_trainer(small_config(*objective, *extra), one_device())
+
+
+def test_joint_verifier_starts_from_the_generators_lm_head():
+    from flax import nnx
+
+    from tinygsm_jax.checkpoint import transplant
+
+    _, _, generator = _joint_models()
+    source = nnx.to_pure_dict(nnx.state(generator, nnx.Param))
+    from test_sampler import random_model
+
+    target = nnx.to_pure_dict(nnx.state(random_model("value", 9, keep_lm_head=True), nnx.Param))
+    got = transplant(target, source, source_head="lm", target_head="value")
+    np.testing.assert_array_equal(got["lm_head_kernel"], source["lm_head_kernel"])
+    np.testing.assert_array_equal(got["blocks"]["q_kernel"], source["blocks"]["q_kernel"])
+    np.testing.assert_array_equal(got["value_kernel"], target["value_kernel"])  # fresh

@@ -135,3 +135,61 @@ def test_candidates_build_into_a_verifier_tfds_set(ckpts, questions, tmp_path): 
                              "--tokenizer", str(ckpts["tokenizer"])])  # fmt: skip
     assert e.value.code == 0
     assert any((tmp_path / "tfds").rglob("dataset_info.json"))
+
+
+def test_each_checkpoint_and_temperature_samples_its_own_stream(
+    ckpts,  # noqa: F811
+    questions,
+    tmp_path,
+    monkeypatch,
+):
+    """The seed is folded with the checkpoint and the temperature; a rerun draws the same
+    streams; the eval's stream is none of them."""
+    from tinygsm_jax.sampler import Sampler, stream_seed
+    from tinygsm_jax.verifier_data import sampling_seed
+
+    seeds: list[tuple[float, int]] = []
+    real = Sampler.generate
+
+    def spy(self, prompts, params, *a, **k):
+        seeds.append((params.temperature, params.seed))
+        return real(self, prompts, params, *a, **k)
+
+    monkeypatch.setattr(Sampler, "generate", spy)
+    argv = ["--generator", str(ckpts["gen"]), str(ckpts["gen2"]), "--questions", f"jsonl:{questions}",
+            "--n", "2", "--temperatures", "0.5,0.7", "--max-new-tokens", "8", "--workers", "1"]  # fmt: skip
+    assert run(argv + ["--out", str(tmp_path / "a")]) == 0
+    assert run(argv + ["--out", str(tmp_path / "b")]) == 0
+    first, second = seeds[:4], seeds[4:]
+    assert first == second  # a rerun draws the same streams
+    assert len({s for _, s in first}) == 4  # 2 checkpoints x 2 temperatures: 4 streams
+    assert first[0][1] == sampling_seed(0, "gen-step0", 0.5)
+    assert sampling_seed(0, "gen-step0", 0.5) != sampling_seed(1, "gen-step0", 0.5)
+    eval_seed = stream_seed(0, "eval", 0.5)  # what `tinygsm_jax.eval --temperature 0.5` uses
+    assert eval_seed not in {s for _, s in first}
+
+
+def test_dedup_drops_exact_repeats_and_stats_count_them(ckpts, questions, tmp_path):  # noqa: F811
+    # Temperature 0 is greedy: a question's 3 samples are one program, 2 of them repeats.
+    argv = ["--generator", str(ckpts["gen"]), "--questions", f"jsonl:{questions}", "--n", "3",
+            "--temperatures", "0,0.7", "--max-new-tokens", "8", "--workers", "1",
+            "--out", str(tmp_path / "v")]  # fmt: skip
+    assert run(argv + ["--no-dedup"]) == 0
+    every = read_rows(tmp_path / "v" / "candidates.jsonl")
+    stats = json.loads((tmp_path / "v" / "stats.json").read_text())
+    greedy_chunk = next(c for c in stats["chunks"] if c["temperature"] == 0)
+    assert greedy_chunk["duplicate_rate"] == pytest.approx(2 / 3)
+    assert len(every) == 12 and stats["dedup"] is False
+
+    assert run(argv + ["--dedup"]) == 0  # the chunks are reused; only the set is rebuilt
+    kept = read_rows(tmp_path / "v" / "candidates.jsonl")
+    unique = {(r["question"], r["code"]) for r in every}
+    assert len(kept) == len(unique) and {(r["question"], r["code"]) for r in kept} == unique
+    first_seen: dict = {}
+    for r in every:
+        first_seen.setdefault((r["question"], r["code"]), r)
+    assert kept == list(first_seen.values())  # the first of each, in order
+    stats = json.loads((tmp_path / "v" / "stats.json").read_text())
+    assert stats["dedup"] is True and stats["written"]["candidates"] == len(kept)
+    assert stats["written"]["duplicate_rate"] == 0.0
+    assert stats["total"]["duplicate_rate"] == pytest.approx(1 - len(unique) / 12)

@@ -18,9 +18,21 @@ Definitions (k = 1, 2, 4, ... and N itself):
   run gives no answer, so it cannot be the one answered with; a question with no numeric
   answer counts as wrong. Only when the rows carry scores.
 
-Beside the metrics, `ranking_quality` says how well the scores order each question's own samples
-(the only thing verify@k depends on): the probability that a correct sample outscores a wrong
-one of the same question, over questions that have both (a within-question AUC; 0.5 is chance).
+Three baselines say whether a verifier beats the generator it was trained from; each picks
+among the same numeric samples as verify@k, and a question with none counts as wrong:
+
+* ``random@k``: the expected accuracy of a uniform pick among the numeric samples of the first
+  k (the share of them that is correct).
+* ``distinct@k``: the same among their distinct programs (exact code text). Right programs
+  repeat and wrong ones differ, so a score unrelated to correctness, which sees each distinct
+  program once, tends to land here rather than at random@k.
+* ``likelihood@k``: the numeric sample with the highest generator log-probability (`logprob`,
+  summed over the body's tokens; ties: the first). Only when the rows carry `logprob`.
+
+Beside the metrics, `ranking_quality` says how well a key (the verifier's `score`, or
+`logprob`) orders each question's own numeric samples, the only ones verify@k chooses from:
+the probability that a correct one outscores a wrong one of the same question, over questions
+that have both (a within-question AUC; 0.5 is chance).
 """
 
 from __future__ import annotations
@@ -67,12 +79,30 @@ def majority_correct(samples: Sequence[dict]) -> bool:
     return best[2]
 
 
-def verifier_correct(samples: Sequence[dict]) -> bool:
-    """Whether the highest-scored sample with a numeric answer (the first of equals) is correct."""
-    numeric = [s for s in samples if s.get("answer") is not None]
+def _numeric(samples: Sequence[dict]) -> list[dict]:
+    return [s for s in samples if s.get("answer") is not None]
+
+
+def verifier_correct(samples: Sequence[dict], key: str = "score") -> bool:
+    """Whether the numeric sample with the highest `key` (the first of equals) is correct."""
+    numeric = _numeric(samples)
     if not numeric:
         return False
-    return bool(max(numeric, key=lambda s: s["score"])["correct"])
+    return bool(max(numeric, key=lambda s: s[key])["correct"])
+
+
+def random_pick_accuracy(samples: Sequence[dict]) -> float:
+    """Expected accuracy of a uniform pick among the numeric samples (0 when there are none)."""
+    numeric = _numeric(samples)
+    return sum(bool(s["correct"]) for s in numeric) / len(numeric) if numeric else 0.0
+
+
+def distinct_pick_accuracy(samples: Sequence[dict]) -> float:
+    """Expected accuracy of a uniform pick among the distinct programs of the numeric samples."""
+    programs: dict[str, bool] = {}
+    for s in _numeric(samples):
+        programs.setdefault(s["code"], bool(s["correct"]))
+    return sum(programs.values()) / len(programs) if programs else 0.0
 
 
 def _by_question(rows: Iterable[dict]) -> dict[int, list[dict]]:
@@ -97,6 +127,8 @@ def compute_metrics(
     n = sizes.pop()
     nq = len(per_q)
     with_scores = all(r.get("score") is not None for v in per_q.values() for r in v)
+    with_logprob = all(r.get("logprob") is not None for v in per_q.values() for r in v)
+    with_code = all("code" in r for v in per_q.values() for r in v)
     metrics: dict[str, float] = {}
     if greedy is not None:
         g = list(greedy)
@@ -106,6 +138,15 @@ def compute_metrics(
             sum(pass_at_k(n, sum(bool(r["correct"]) for r in v), k) for v in per_q.values()) / nq
         )
         metrics[f"maj@{k}"] = sum(majority_correct(v[:k]) for v in per_q.values()) / nq
+        metrics[f"random@{k}"] = sum(random_pick_accuracy(v[:k]) for v in per_q.values()) / nq
+        if with_code:
+            metrics[f"distinct@{k}"] = (
+                sum(distinct_pick_accuracy(v[:k]) for v in per_q.values()) / nq
+            )
+        if with_logprob:
+            metrics[f"likelihood@{k}"] = (
+                sum(verifier_correct(v[:k], "logprob") for v in per_q.values()) / nq
+            )
         if with_scores:
             metrics[f"verify@{k}"] = sum(verifier_correct(v[:k]) for v in per_q.values()) / nq
     return metrics
@@ -114,12 +155,13 @@ def compute_metrics(
 def ranking_quality(
     candidates: Iterable[dict], key: str = "score"
 ) -> dict[str, float | int | None]:
-    """Within-question AUC of `key` (ties count half) and how many questions it covers."""
+    """Within-question AUC of `key` over numeric samples (ties count half), questions covered."""
     wins = pairs = 0.0
     mixed = 0
     for samples in _by_question(candidates).values():
-        right = [float(r[key]) for r in samples if r["correct"]]
-        wrong = [float(r[key]) for r in samples if not r["correct"]]
+        numeric = _numeric(samples)
+        right = [float(r[key]) for r in numeric if r["correct"]]
+        wrong = [float(r[key]) for r in numeric if not r["correct"]]
         if not right or not wrong:
             continue
         mixed += 1

@@ -233,20 +233,17 @@ def save_model(
 
 
 def transplant(target: dict, source: dict, *, source_head: str, target_head: str) -> dict:
-    """Copy `source` params into `target` (pure dicts): the trunk always, the head if it matches.
+    """Copy `source` params into `target` (pure dicts): the trunk always, a head where both have it.
 
     This is how a verifier starts from its generator: the trunk is copied and the scalar head
-    keeps its fresh initialisation. Shapes must match exactly (UserError otherwise).
+    keeps its fresh initialisation; a joint-objective verifier (`keep_lm_head`) also takes the
+    generator's LM head. Shapes must match exactly (UserError otherwise).
     """
-    skip = (
-        set()
-        if source_head == target_head
-        else set(HEAD_PARAMS[source_head] + HEAD_PARAMS[target_head])
-    )
+    heads = set(HEAD_PARAMS[source_head] + HEAD_PARAMS[target_head])
     out = dict(target)
     for key, value in target.items():
-        if key in skip:
-            continue
+        if key in heads and key not in source:
+            continue  # a head the source does not have: keep the fresh one
         if key not in source:
             raise UserError(f"checkpoint has no parameter '{key}'")
         src = source[key]

@@ -164,11 +164,22 @@ class Scorer:
 
 
 # ----------------------------------------------------------------------------------- reports
+# (metric prefix, column title) in the order the table and the plot show them.
+PICKS = (
+    ("pass", "pass@k (oracle)"),
+    ("maj", "maj@k"),
+    ("random", "random@k"),
+    ("distinct", "distinct@k"),
+    ("likelihood", "likelihood@k"),
+    ("verify", "verify@k"),
+)
+
+
 def report_markdown(report: dict) -> str:
-    """The report as a Markdown table: one row per k."""
+    """The report as a Markdown table: one row per k, one column per way of picking."""
     m = report["metrics"]
     ks = sorted({int(key.split("@")[1]) for key in m if key.startswith("pass@")})
-    has_v = any(key.startswith("verify@") for key in m)
+    cols = [(name, title) for name, title in PICKS if f"{name}@1" in m]
     lines = [
         f"# Evaluation: {report['dataset']}",
         "",
@@ -179,21 +190,30 @@ def report_markdown(report: dict) -> str:
         "",
         f"Greedy accuracy (greedy@1): **{100 * m.get('greedy@1', 0.0):.1f}%**",
         "",
-        "| k | pass@k | maj@k |" + (" verify@k |" if has_v else ""),
-        "|---:|---:|---:|" + ("---:|" if has_v else ""),
+        "| k | " + " | ".join(title for _, title in cols) + " |",
+        "|---:|" + "---:|" * len(cols),
     ]
     for k in ks:
-        row = f"| {k} | {100 * m[f'pass@{k}']:.1f}% | {100 * m[f'maj@{k}']:.1f}% |"
-        if has_v:
-            row += f" {100 * m[f'verify@{k}']:.1f}% |"
-        lines.append(row)
-    vr = report.get("verifier_ranking")
-    if vr and vr["questions"]:
-        lines += [
-            "",
-            f"Verifier ranking within a question: AUC {vr['within_question_auc']:.3f} over the "
-            f"{vr['questions']} questions with both right and wrong samples (0.5 is chance).",
-        ]
+        lines.append(
+            f"| {k} | " + " | ".join(f"{100 * m[f'{n}@{k}']:.1f}%" for n, _ in cols) + " |"
+        )
+    lines += [
+        "",
+        "Every pick but pass@k chooses among the samples that returned a number: random@k is a "
+        "uniform pick, distinct@k a uniform pick among distinct programs, likelihood@k the "
+        "generator's most likely sample, verify@k the verifier's highest score.",
+    ]
+    for key, who in (
+        ("verifier_ranking", "Verifier"),
+        ("likelihood_ranking", "Generator likelihood"),
+    ):
+        r = report.get(key)
+        if r and r["questions"]:
+            lines += [
+                "",
+                f"{who} ranking within a question: AUC {r['within_question_auc']:.3f} over the "
+                f"{r['questions']} questions with both right and wrong numeric samples (0.5 is chance).",
+            ]
     t = report["throughput"]
     lines += [
         "",
@@ -204,7 +224,7 @@ def report_markdown(report: dict) -> str:
 
 
 def plot_accuracy(report: dict, path: Path) -> None:
-    """accuracy_vs_n.png: pass@k, maj@k and verify@k against k (log2 x axis)."""
+    """accuracy_vs_n.png: every pick's accuracy against k (log2 x axis), greedy as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -213,13 +233,10 @@ def plot_accuracy(report: dict, path: Path) -> None:
     m = report["metrics"]
     ks = sorted({int(key.split("@")[1]) for key in m if key.startswith("pass@")})
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for name, label in (
-        ("pass", "pass@k (oracle)"),
-        ("maj", "majority vote"),
-        ("verify", "verifier"),
-    ):
+    for name, label in PICKS:
         if f"{name}@1" in m:
-            ax.plot(ks, [100 * m[f"{name}@{k}"] for k in ks], marker="o", label=label)
+            style = "-" if name in ("pass", "maj", "verify") else ":"
+            ax.plot(ks, [100 * m[f"{name}@{k}"] for k in ks], style, marker="o", label=label)
     if "greedy@1" in m:
         ax.axhline(100 * m["greedy@1"], color="gray", linestyle="--", label="greedy")
     ax.set_xscale("log", base=2)
@@ -228,7 +245,7 @@ def plot_accuracy(report: dict, path: Path) -> None:
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{report['dataset']}: accuracy vs N")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
@@ -320,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tinygsm_jax.bestofn import compute_metrics, ranking_quality
     from tinygsm_jax.checkpoint import load_model
-    from tinygsm_jax.sampler import SamplingParams
+    from tinygsm_jax.sampler import SamplingParams, stream_seed
     from tinygsm_jax.solution_format import make_prompt
 
     # Validate both checkpoints (a wrong head is one line) before any slow work.
@@ -331,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     qids = [it.index for it in items]
     start = time.time()
 
-    common = dict(max_new_tokens=args.max_new_tokens, seed=args.seed, stop_at_function_end=True)
+    # The eval's own random stream: never one that made verifier data (see `stream_seed`).
+    seed = stream_seed(args.seed, "eval", args.temperature)
+    common = dict(max_new_tokens=args.max_new_tokens, seed=seed, stop_at_function_end=True)
     with tqdm(total=len(items), desc="greedy", unit=" questions", file=sys.stderr) as bar:
         greedy = sampler.generate(
             prompts, SamplingParams(n=1, temperature=0.0, **common), qids, bar
@@ -378,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                        "tokens_per_second": round(tokens / seconds, 2) if seconds > 0 else 0.0},
         "compile_seconds": round(sampler.stats.compile_seconds, 2), "devices": jax.device_count(),
     }  # fmt: skip
+    report["likelihood_ranking"] = ranking_quality(rows, key="logprob")
     if scores is not None:
         report["verifier_ranking"] = ranking_quality(rows)
     out.mkdir(parents=True, exist_ok=True)

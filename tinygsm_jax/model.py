@@ -5,7 +5,8 @@ LayerNorm feeding attention and MLP in parallel, ``x + attn(ln(x)) + mlp(ln(x))`
 rotary embeddings (the first `rotary_dim` dims of each head, rotate-half layout); biases on
 every projection; gelu_new (tanh approximation); a final LayerNorm; an untied LM head with
 bias. `head="value"` swaps the LM head for one scalar per position (the verifier, HF's
-`PhiForTokenClassification` with one label).
+`PhiForTokenClassification` with one label); with `keep_lm_head` the verifier keeps the LM
+head beside it, for Cobbe et al.'s joint objective (value loss plus language modelling).
 
 Layer weights are stacked along a leading `layers` axis and the blocks run under
 `jax.lax.scan`: compile time stays flat in depth (the 1.3B model compiles for a TPU pod in
@@ -54,10 +55,13 @@ class ModelConfig:
     rope_theta: float = 10000.0
     dtype: str = "float32"
     remat: bool = False
+    keep_lm_head: bool = False  # a verifier that also has the LM head (the joint objective)
 
     def __post_init__(self):
         if self.head not in HEADS:
             raise ValueError(f"model.head must be one of {HEADS}, got {self.head!r}")
+        if self.keep_lm_head and self.head != "value":
+            raise ValueError("model.keep_lm_head is for a verifier (head=value)")
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "d_mlp", "max_len"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
@@ -307,10 +311,10 @@ class Phi(nnx.Module):
         self.blocks = Blocks(cfg, rngs=rngs)
         self.final_ln_scale = _param(rngs, (D,), ("embed",), "ones")
         self.final_ln_bias = _param(rngs, (D,), ("embed",), "zeros")
-        if cfg.head == "lm":
+        if cfg.head == "lm" or cfg.keep_lm_head:
             self.lm_head_kernel = _param(rngs, (D, V), ("embed", "vocab"))
             self.lm_head_bias = _param(rngs, (V,), ("vocab",), "zeros")
-        else:
+        if cfg.head == "value":
             self.value_kernel = _param(rngs, (D,), ("embed",))
             self.value_bias = _param(rngs, (), (), "zeros")
 
@@ -427,11 +431,17 @@ class Phi(nnx.Module):
         """Logits [B, T, V] (lm) or scores [B, T] (value), in float32."""
         dt = self.cfg.compute_dtype
         if self.cfg.head == "lm":
-            logits = jnp.einsum("btd,dv->btv", x, self.lm_head_kernel.value.astype(dt))
-            logits = logits.astype(jnp.float32) + self.lm_head_bias.value
-            return constrain(logits, ("batch", "length", "vocab"))
+            return self.lm_logits(x)
         score = jnp.einsum("btd,d->bt", x, self.value_kernel.value.astype(dt))
         return score.astype(jnp.float32) + self.value_bias.value
+
+    def lm_logits(self, x: jax.Array) -> jax.Array:
+        """Next-token logits [B, T, V] in float32 from hidden states (a generator, or a verifier
+        with `keep_lm_head`)."""
+        dt = self.cfg.compute_dtype
+        logits = jnp.einsum("btd,dv->btv", x, self.lm_head_kernel.value.astype(dt))
+        logits = logits.astype(jnp.float32) + self.lm_head_bias.value
+        return constrain(logits, ("batch", "length", "vocab"))
 
     def __call__(
         self,

@@ -20,7 +20,9 @@ stopped (or after `max_new_tokens`). What makes it simple and fast:
   data set compiles a handful of programs. Compilation is timed apart from sampling.
 * Results independent of batch layout. Each sample's random stream is
   ``fold_in(fold_in(fold_in(key(seed), question_id), sample), step)``, so a sample is the
-  same whichever batch, batch size or device it lands in.
+  same whichever batch, batch size or device it lands in. Callers that sample one question
+  set several times (several checkpoints, temperatures, or eval against training data) give
+  each pass its own `seed` with `stream_seed`, so the passes are independent draws.
 * Stopping. The device loop stops a sample at EOS, at `max_new_tokens`, and (for TinyGSM
   prompts, `stop_at_function_end`) at the function's end: a token that starts a
   non-indented line. That test runs on token level from three per-vocabulary tables (the
@@ -46,6 +48,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -65,6 +69,18 @@ FINISH = {0: "running", 1: "eos", 2: "function_end", 3: "length"}
 _MIN_BUCKET = 32
 # Compiled programs, shared by every Sampler of the same model shape in this process.
 _PROGRAMS: dict[tuple, Any] = {}
+
+
+def stream_seed(seed: int, *stream: object) -> int:
+    """A 32-bit seed for one named sampling pass, e.g. ``stream_seed(0, "verifier_data", step, 0.7)``.
+
+    The same user seed must not give two checkpoints or temperatures the same random numbers
+    (their samples would be correlated, which shrinks the diversity the paper mixes them for),
+    and an evaluation must not replay a stream that made training data. Hashing the pass's
+    name into the seed keeps every pass reproducible and the passes apart.
+    """
+    text = json.dumps([int(seed), *stream], default=str)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
 
 @dataclasses.dataclass(frozen=True)

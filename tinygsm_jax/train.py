@@ -117,8 +117,9 @@ def check_workdir(workdir: Path, cfg: ModelConfig, objective: str) -> None:
     if not (workdir / "model.json").is_file():
         return
     info = checkpoint.read_model_info(workdir)
-    old = {k: info["model"].get(k) for k in SHAPE_FIELDS + ("head",)}
-    new = {k: getattr(cfg, k) for k in SHAPE_FIELDS + ("head",)}
+    fields = SHAPE_FIELDS + ("head", "keep_lm_head")
+    old = {k: info["model"].get(k, False if k == "keep_lm_head" else None) for k in fields}
+    new = {k: getattr(cfg, k) for k in fields}
     if old != new or info.get("objective") != objective:
         diff = (
             ", ".join(f"{k}: {old[k]} -> {new[k]}" for k in old if old[k] != new[k]) or "objective"

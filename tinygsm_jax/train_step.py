@@ -58,7 +58,16 @@ def model_config(config: ConfigDict, mesh: Mesh | None = None) -> ModelConfig:
     if dtype == "auto":
         platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
         dtype = "float32" if platform == "cpu" else "bfloat16"
-    return ModelConfig.from_config(config.model, dtype=dtype)
+    return ModelConfig.from_config(
+        config.model, dtype=dtype, keep_lm_head=lm_loss_weight(config) > 0
+    )
+
+
+def lm_loss_weight(config: ConfigDict) -> float:
+    """The joint objective's language-modelling weight (0 for a generator or a pure verifier)."""
+    if config.objective != "verifier":
+        return 0.0
+    return float(config.train.get("lm_loss_weight", 0.0))
 
 
 def lr_schedule(tc: ConfigDict) -> Callable[[jax.Array], jax.Array]:
@@ -117,15 +126,25 @@ def last_token_mask(loss_mask: jax.Array, segment_ids: jax.Array) -> jax.Array:
     return on & ~(nxt_on & nxt_same)
 
 
-def loss_sums(model: Phi, batch: dict, objective: str) -> tuple[jax.Array, dict]:
-    """(summed loss over loss tokens, counters). Dividing happens once, over the whole batch."""
-    out = model(batch["inputs"], batch["positions"], batch["segment_ids"])
+def loss_sums(
+    model: Phi, batch: dict, objective: str, lm_weight: float = 0.0
+) -> tuple[jax.Array, dict]:
+    """(summed loss over loss tokens, counters). Dividing happens once, over the whole batch.
+
+    The verifier's loss is token-level BCE of the value head against the candidate's label;
+    with `lm_weight` > 0 (Cobbe et al. 2021's joint objective) it adds `lm_weight` times the
+    next-token loss of the LM head on the same tokens, both heads reading one trunk.
+    """
+    x, _ = model.hidden(batch["inputs"], batch["positions"], batch["segment_ids"])
     mask = batch["loss_mask"].astype(jnp.float32)
     if objective == "generator":
-        token_loss = optax.softmax_cross_entropy_with_integer_labels(out, batch["targets"])
+        token_loss = optax.softmax_cross_entropy_with_integer_labels(
+            model.head(x), batch["targets"]
+        )
         return jnp.sum(token_loss * mask), {"tokens": jnp.sum(mask)}
+    out = model.head(x)
     labels = batch["labels"].astype(jnp.float32)
-    token_loss = optax.sigmoid_binary_cross_entropy(out, labels)
+    value_sum = jnp.sum(optax.sigmoid_binary_cross_entropy(out, labels) * mask)
     last = last_token_mask(batch["loss_mask"], batch["segment_ids"])
     correct = ((out > 0) == (labels > 0.5)) & last
     counters = {
@@ -133,7 +152,13 @@ def loss_sums(model: Phi, batch: dict, objective: str) -> tuple[jax.Array, dict]
         "last_correct": jnp.sum(correct.astype(jnp.float32)),
         "last_count": jnp.sum(last.astype(jnp.float32)),
     }
-    return jnp.sum(token_loss * mask), counters
+    if not lm_weight:
+        return value_sum, counters
+    lm_sum = jnp.sum(
+        optax.softmax_cross_entropy_with_integer_labels(model.lm_logits(x), batch["targets"]) * mask
+    )
+    counters |= {"value_loss_sum": value_sum, "lm_loss_sum": lm_sum}
+    return value_sum + lm_weight * lm_sum, counters
 
 
 def check_config(config: ConfigDict, mesh: Mesh) -> None:
@@ -172,6 +197,11 @@ def check_config(config: ConfigDict, mesh: Mesh) -> None:
     if B % jax.process_count():
         raise UserError(
             f"config.train.global_batch {B} is not divisible by the {jax.process_count()} processes"
+        )
+    lm_weight = float(tc.get("lm_loss_weight", 0.0))
+    if lm_weight < 0 or (lm_weight and config.objective != "verifier"):
+        raise UserError(
+            f"config.train.lm_loss_weight must be >= 0 and is for the verifier objective, got {lm_weight}"
         )
     micro = int(tc.micro_batch)
     if micro < 0 or (micro and (B % micro or micro % shards)):
@@ -270,8 +300,10 @@ def make_trainer(config: ConfigDict, mesh: Mesh) -> Trainer:
     micro = int(config.train.micro_batch or B)
     n_micro = B // micro
 
+    lm_weight = lm_loss_weight(config)
+
     def micro_loss(params, mb):
-        return loss_sums(nnx.merge(graphdef, params), mb, objective)
+        return loss_sums(nnx.merge(graphdef, params), mb, objective, lm_weight)
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
@@ -314,6 +346,9 @@ def make_trainer(config: ConfigDict, mesh: Mesh) -> Trainer:
                 metrics["last_token_accuracy"] = counters["last_correct"] / jnp.maximum(
                     counters["last_count"], 1.0
                 )
+            if lm_weight:
+                metrics["value_loss"] = counters["value_loss_sum"] / tokens
+                metrics["lm_loss"] = counters["lm_loss_sum"] / tokens
             return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
     step_fn = jax.jit(

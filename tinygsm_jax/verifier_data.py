@@ -14,7 +14,12 @@ its answer matches the gold one, else 0 (also when it fails to run). Writes:
   (question, code, label, checkpoint, temperature, question_id, sample; plus answer, status):
   ``python -m tinygsm_jax.data build --source DIR/candidates.jsonl --out D --tokenizer T``.
 * DIR/stats.json: accuracy per checkpoint and temperature (and the fraction of questions with
-  at least one correct sample, and of samples that ran).
+  at least one correct sample, of samples that ran, and of exact repeats of an earlier sample
+  of the same question: `duplicate_rate`); `total` over every chunk, `written` after --dedup.
+
+Each (checkpoint, temperature) pass samples from its own random stream (`sampling_seed`).
+`--dedup` drops exact repeats of (question, code) across the whole set: right programs repeat
+far more than wrong ones, so without it the verifier sees the same right program many times.
 
 Multi-host: every process samples (the decode is one global computation); process 0 executes
 and writes, so DIR must be on a file system all hosts see (or the hosts disagree on which
@@ -38,6 +43,9 @@ from tinygsm_jax.eval import (
     make_sandbox,
     write_jsonl,
 )
+
+# Measured on the demo's dev split (benchmarks/RESULTS.md, "verifier"): see the README.
+DEDUP_DEFAULT = False
 
 
 def parse_temperatures(text: str) -> list[float]:
@@ -70,6 +78,25 @@ def checkpoint_label(path: str) -> tuple[str, Path, int]:
     return f"{root.resolve().name}-step{step}", root.resolve(), int(step)
 
 
+def sampling_seed(seed: int, checkpoint: str, temperature: float) -> int:
+    """Each (checkpoint, temperature) pass draws its own stream: correlated passes would add
+    less diversity than the paper mixes them for (`sampler.stream_seed`)."""
+    from tinygsm_jax.sampler import stream_seed
+
+    return stream_seed(seed, "verifier_data", checkpoint, float(temperature))
+
+
+def duplicate_flags(rows: list[dict]) -> list[bool]:
+    """True for each row whose (question, code) an earlier row already has."""
+    seen: set[tuple[str, str]] = set()
+    flags = []
+    for r in rows:
+        key = (r["question"], r["code"])
+        flags.append(key in seen)
+        seen.add(key)
+    return flags
+
+
 def chunk_stats(rows: list[dict]) -> dict:
     n = len(rows)
     correct = sum(r["label"] for r in rows)
@@ -81,6 +108,7 @@ def chunk_stats(rows: list[dict]) -> dict:
         "candidates": n, "correct": correct, "accuracy": correct / n if n else 0.0,
         "questions": len(per_q), "questions_with_a_correct_sample": sum(per_q.values()),
         "returned_a_number": ran / n if n else 0.0,
+        "duplicate_rate": sum(duplicate_flags(rows)) / n if n else 0.0,
     }  # fmt: skip
 
 
@@ -110,6 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, help="sandbox processes (default: CPU count)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds per program")
     p.add_argument("--allow-degraded", action="store_true")
+    p.add_argument(
+        "--dedup",
+        action=argparse.BooleanOptionalAction,
+        default=DEDUP_DEFAULT,
+        help="drop exact repeats of (question, code) from candidates.jsonl, keeping the first "
+        f"(default: {'on' if DEDUP_DEFAULT else 'off'}; the chunks keep every sample)",
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     from tinygsm_jax.eval import check_sampling_args
@@ -163,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 top_k=args.top_k,
                 top_p=args.top_p,
                 max_new_tokens=args.max_new_tokens,
-                seed=args.seed,
+                seed=sampling_seed(args.seed, label, t),
                 stop_at_function_end=True,
             )
             with tqdm(
@@ -195,10 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for _, r in read_jsonl(chunk)]
         all_rows += rows
         stats.append({"checkpoint": label, "temperature": t, **chunk_stats(rows)})
+    total = chunk_stats(all_rows)  # duplicate_rate here counts repeats across chunks too
+    if args.dedup:
+        all_rows = [r for r, dup in zip(all_rows, duplicate_flags(all_rows)) if not dup]
     write_jsonl(out / "candidates.jsonl", all_rows)
-    total = chunk_stats(all_rows)
     atomic_write_json(out / "stats.json", {
         "questions": args.questions, "n_questions": len(items), "n": args.n, "chunks": stats, "total": total,
+        "dedup": args.dedup, "written": chunk_stats(all_rows),
     })  # fmt: skip
     print(
         f"{total['candidates']} candidates ({total['correct']} correct, {100 * total['accuracy']:.1f}%) from "
