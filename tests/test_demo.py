@@ -8,13 +8,18 @@ import sys
 def test_demo_smoke_runs_every_stage_and_resumes(tmp_path):
     out = tmp_path / "demo"
     cmd = [sys.executable, "-m", "tinygsm_jax.demo", "--smoke", "--out", str(out)]
+    first = subprocess.run(cmd + ["--stop-after", "questions"], capture_output=True, text=True)
+    assert first.returncode == 0 and "stopped after questions" in first.stdout, first.stderr[-2000:]
+    assert not (out / "tokenizer").exists()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:] + proc.stdout[-2000:]
 
-    for d in (out, out / "heldout"):
+    assert proc.stdout.count("done earlier, skipped") == 3  # teacher, filter, questions
+    for d in (out, out / "dev", out / "heldout"):
         report = json.loads((d / "report.json").read_text())
         assert report["n_questions"] == 8 and report["n_samples"] == 4
-        for key in ("greedy@1", "pass@4", "maj@4", "verify@4"):
+        for key in ("greedy@1", "pass@4", "maj@4", "verify@4", "random@4", "distinct@4",
+                    "likelihood@4"):  # fmt: skip
             assert 0.0 <= report["metrics"][key] <= 1.0
         rows = [json.loads(line) for line in (d / "candidates.jsonl").read_text().splitlines()]
         assert len(rows) == 8 * 4 and all("score" in r for r in rows)
@@ -27,11 +32,24 @@ def test_demo_smoke_runs_every_stage_and_resumes(tmp_path):
     def texts(path):
         return {json.loads(line)["question"] for line in path.read_text().splitlines()}
 
+    # Dev (for choices), headline and verifier questions are disjoint from each other too.
     train = texts(out / "filtered" / "kept.jsonl")
-    assert not train & texts(out / "teacher" / "eval.jsonl")
-    assert not train & texts(out / "teacher" / "verifier_questions.jsonl")
+    splits = [texts(out / "teacher" / f"{n}.jsonl") for n in ("eval", "dev", "verifier_questions")]
+    assert all(len(q) == 8 for q in splits)
+    for i, a in enumerate(splits):
+        assert not train & a and not any(a & b for b in splits[i + 1 :])
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["preset"] == "default" and settings["smoke"] is True
 
     # A rerun skips every finished stage.
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0
-    assert again.stdout.count("done earlier, skipped") == 11
+    assert again.stdout.count("done earlier, skipped") == 12
+
+
+def test_demo_bad_arguments_are_one_line(tmp_path):
+    for extra, message in ((["--stop-after", "nope"], "unknown stage 'nope'"),
+                           (["--bogus"], "unknown argument --bogus")):  # fmt: skip
+        cmd = [sys.executable, "-m", "tinygsm_jax.demo", "--smoke", "--out", str(tmp_path / "d")]
+        proc = subprocess.run(cmd + extra, capture_output=True, text=True)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr

@@ -1,47 +1,107 @@
 """The paper's claim in miniature, offline on a CPU: `python -m tinygsm_jax.demo [--out DIR]`.
 
 Every stage is the real command a full-scale run uses, run as a subprocess with the tiny
-configs; only sizes differ. A stage that finished leaves `DIR/.stages/<name>.done`, so a
-rerun skips it (and an interrupted stage starts over: each command is atomic or resumable).
+configs; only sizes differ. `stages()` lists them as data (name, commands, what they write),
+so the pipeline reads top to bottom; `main` runs, skips and times them. A stage that finished
+leaves `DIR/.stages/<name>.done`, so a rerun skips it (and an interrupted stage starts over:
+each command is atomic or resumable).
 
     offline teacher (train templates) -> filter (sandbox) -> tokenizer -> TFRecords
       -> train the tiny generator (checkpoints kept at three steps)
-      -> verifier data: samples at T=0.5, 0.7 from three checkpoints on held-back questions
+      -> verifier data: samples at two temperatures from three checkpoints, held-back questions
       -> TFRecords -> train the verifier from the generator
-      -> best-of-N eval on new problems from the train templates (the headline)
-         and on the teacher's held-out test split (DIR/heldout/)
+      -> best-of-N eval on a dev split (for choices), on new problems from the train templates
+         (the headline, never used for a choice) and on the held-out test split (DIR/heldout/)
+
+`--preset` picks a named set of sizes and settings (`PRESETS`): `default` is the 30-minute
+demo; `lift` is the regime built to show the verifier's lift (see its comment).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tinygsm_jax.cli import UserError, atomic_write_text, read_jsonl, run_main
 
-# Problem counts: training problems, held-back questions for verifier data, evaluation.
-DEFAULTS = {
-    "n_train": 12000,
-    "n_verifier_questions": 160,
-    "n_eval": 200,
-    "n_heldout": 200,
-    "verifier_samples": 12,
-    "eval_samples": 16,
-    "max_new_tokens": 160,
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything a preset decides: the teacher, the problem counts, sampling, the two models."""
+
+    teacher: str = "default"  # offline teacher difficulty (data_gen offline --preset)
+    n_train: int = 12000  # training problems before filtering
+    n_verifier_questions: int = 160  # held-back questions the verifier data is sampled on
+    n_dev: int = 200  # dev split: same distribution as the headline, used for choices
+    n_eval: int = 200  # headline evaluation questions
+    n_heldout: int = 200  # held-out test split (other templates)
+    verifier_samples: int = 12  # per question, checkpoint and temperature
+    verifier_temperatures: str = "0.5,0.7"
+    eval_samples: int = 16
+    eval_temperature: float = 0.7
+    max_new_tokens: int = 160
+    dedup: bool = False  # verifier_data --dedup
+    generator: tuple[str, ...] = ()  # --config.* overrides of configs/tiny.py
+    verifier: tuple[str, ...] = ()  # --config.* overrides of configs/tiny_verifier.py
+
+
+PRESETS: dict[str, Settings] = {
+    "default": Settings(),
+    "easy": Settings(teacher="easy"),
+    "hard": Settings(teacher="hard"),
+    # The lift regime (README, "The verifier"): chosen on the dev split, never on the headline.
+    "lift": Settings(
+        teacher="hard",
+        n_verifier_questions=600,
+        n_eval=400,
+        verifier_samples=8,
+        dedup=True,
+        verifier=("--config.train.lm_loss_weight=1.0", "--config.train.steps=600"),
+    ),
 }
-SMOKE = {
-    "n_train": 400,
-    "n_verifier_questions": 8,
-    "n_eval": 8,
-    "n_heldout": 8,
-    "verifier_samples": 2,
-    "eval_samples": 4,
-    "max_new_tokens": 48,
-}
+
+_SMOKE_MODEL = (
+    "--config.model.n_layers=1",
+    "--config.model.d_model=64",
+    "--config.model.n_heads=2",
+    "--config.model.d_mlp=128",
+    "--config.model.rotary_dim=16",
+    "--config.data.seq_len=128",
+    "--config.train.global_batch=8",
+    "--config.checkpoint.every=2",
+    "--config.log.every=2",
+)
+SMOKE = dict(
+    n_train=400, n_verifier_questions=8, n_dev=8, n_eval=8, n_heldout=8, verifier_samples=2,
+    eval_samples=4, max_new_tokens=48,
+)  # fmt: skip
+
+
+def smoke(s: Settings) -> Settings:
+    """The same stages at toy sizes (about a minute; tests/test_demo.py)."""
+    return dataclasses.replace(
+        s,
+        **SMOKE,
+        generator=s.generator + _SMOKE_MODEL + ("--config.train.steps=6",),
+        verifier=s.verifier + _SMOKE_MODEL + ("--config.train.steps=4",),
+    )
+
+
+# A command is the argument list of `python -m`, or a function run in-process.
+Command = list[str] | Callable[[], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    commands: list[Command]
+    writes: str  # what it leaves in DIR, for the log and the reader
 
 
 def _run(stage: str, args: list[str], log: Path) -> None:
@@ -89,6 +149,84 @@ def _split_questions(raw: Path, exclude: list[Path], out: Path, n: int, tag: str
     _write_jsonl(out, rows)
 
 
+def _load_config(config: str, overrides: list[str]):
+    from tinygsm_jax.config import load_config
+
+    return load_config(config, [o for o in overrides if o.startswith("--config.")])
+
+
+def stages(s: Settings, out: Path, seed: int, gen_config: str, ver_config: str) -> list[Stage]:
+    """The pipeline as data: each stage's commands, in order."""
+    teacher, data, kept = out / "teacher", out / "data", out / "filtered" / "kept.jsonl"
+    gen_cfg = _load_config(gen_config, list(s.generator))
+    gen_steps, every = int(gen_cfg.train.steps), int(gen_cfg.checkpoint.every)
+    thirds = {max(every, gen_steps * i // 3 // every * every) for i in (1, 2)}
+    ckpts = [str(out / "generator" / "checkpoints" / str(n)) for n in sorted(thirds | {gen_steps})]
+    decode = ["--max-new-tokens", str(s.max_new_tokens)]
+
+    def offline(n: int, split: str, offset: int, name: str) -> list[str]:
+        return ["data_gen", "offline", "--n", str(n), "--split", split, "--seed",
+                str(seed + offset), "--preset", s.teacher, "--out", str(teacher / name)]  # fmt: skip
+
+    def evaluate(questions: str, out_dir: Path) -> list[str]:
+        return ["tinygsm_jax.eval", "--generator", str(out / "generator"), "--verifier",
+                str(out / "verifier"), "--dataset", f"jsonl:{teacher / questions}", "--n",
+                str(s.eval_samples), "--temperature", str(s.eval_temperature), *decode,
+                "--out", str(out_dir)]  # fmt: skip
+
+    def questions() -> None:
+        # Dev, headline and verifier questions come from the train templates but never repeat a
+        # training question's text (nor each other's): GSM8K test vs TinyGSM, in miniature.
+        splits = [
+            ("eval", s.n_eval),
+            ("dev", s.n_dev),
+            ("verifier_questions", s.n_verifier_questions),
+        ]
+        done = [kept]
+        for name, n in splits:
+            raw = teacher / f"{name.split('_')[0]}_raw.jsonl"
+            _split_questions(raw, done, teacher / f"{name}.jsonl", n, name.split("_")[0])
+            done.append(teacher / f"{name}.jsonl")
+
+    def train(config: str, workdir: str, data_dir: Path, overrides, *extra: str) -> list[str]:
+        return ["tinygsm_jax.train", "--config", config, "--workdir", str(out / workdir),
+                f"--config.data.path={data_dir}", *extra, *overrides]  # fmt: skip
+
+    def build(source: Path, name: str) -> list[str]:
+        return ["tinygsm_jax.data", "build", "--source", str(source), "--out", str(data / name),
+                "--tokenizer", str(out / "tokenizer")]  # fmt: skip
+
+    return [
+        Stage("teacher", [
+            offline(s.n_train, "train", 0, "train_raw.jsonl"),
+            offline(3 * s.n_eval, "train", 1, "eval_raw.jsonl"),
+            offline(3 * s.n_verifier_questions, "train", 2, "verifier_raw.jsonl"),
+            offline(s.n_heldout, "test", 3, "heldout.jsonl"),
+            offline(3 * s.n_dev, "train", 4, "dev_raw.jsonl"),
+        ], "teacher/*.jsonl"),
+        Stage("filter", [["data_gen", "filter", "--input", str(teacher / "train_raw.jsonl"),
+                          "--out", str(out / "filtered")]], "filtered/kept.jsonl"),
+        Stage("questions", [questions], "teacher/{eval,dev,verifier_questions}.jsonl"),
+        Stage("tokenizer", [["tinygsm_jax.tokenizer", "train", "--source", str(kept),
+                             "--vocab-size", "2048", "--out", str(out / "tokenizer")]], "tokenizer/"),
+        Stage("generator_data", [build(kept, "generator")], "data/generator/"),
+        Stage("generator", [train(gen_config, "generator", data / "generator", s.generator,
+                                  "--config.checkpoint.keep=100")], "generator/"),
+        Stage("verifier_data", [["tinygsm_jax.verifier_data", "--generator", *ckpts, "--questions",
+                                 f"jsonl:{teacher / 'verifier_questions.jsonl'}", "--n",
+                                 str(s.verifier_samples), "--temperatures", s.verifier_temperatures,
+                                 "--dedup" if s.dedup else "--no-dedup", *decode,
+                                 "--out", str(out / "verifier_data")]], "verifier_data/"),
+        Stage("verifier_set", [build(out / "verifier_data" / "candidates.jsonl", "verifier")],
+              "data/verifier/"),
+        Stage("verifier", [train(ver_config, "verifier", data / "verifier", s.verifier,
+                                 f"--config.train.init_from={out / 'generator'}")], "verifier/"),
+        Stage("eval_dev", [evaluate("dev.jsonl", out / "dev")], "dev/"),
+        Stage("eval", [evaluate("eval.jsonl", out)], "report.json, candidates.jsonl, ..."),
+        Stage("eval_heldout", [evaluate("heldout.jsonl", out / "heldout")], "heldout/"),
+    ]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m tinygsm_jax.demo", description=__doc__.split("\n")[0]
@@ -99,238 +237,65 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--preset", default="default", help="offline teacher difficulty (default|easy|hard)"
-    )
+        "--preset", choices=sorted(PRESETS), default="default",
+        help="default (30 min), easy/hard (the teacher's difficulty), lift (the verifier's regime)",
+    )  # fmt: skip
     p.add_argument("--generator-config", default="configs/tiny.py")
     p.add_argument("--verifier-config", default="configs/tiny_verifier.py")
+    p.add_argument(
+        "--stop-after", metavar="STAGE", help="stop once this stage is done (resume later)"
+    )
     args, overrides = p.parse_known_args(argv)
-    size = dict(SMOKE if args.smoke else DEFAULTS)
-    out = Path(args.out).absolute()
-    (out / ".stages").mkdir(parents=True, exist_ok=True)
-    log = out / "demo.log"
-    teacher, data = out / "teacher", out / "data"
-    teacher.mkdir(exist_ok=True)
-    gen_over = list(overrides)
-    if args.smoke:
-        gen_over += [
-            "--config.train.steps=6",
-            "--config.checkpoint.every=2",
-            "--config.log.every=2",
-            "--config.model.n_layers=1",
-            "--config.model.d_model=64",
-            "--config.model.n_heads=2",
-            "--config.model.d_mlp=128",
-            "--config.model.rotary_dim=16",
-            "--config.data.seq_len=128",
-            "--config.train.global_batch=8",
-        ]
-    ver_over = list(gen_over)
-    if args.smoke:
-        ver_over += ["--config.train.steps=4"]
-
-    gen_cfg = _load_config(args.generator_config, gen_over)
-    gen_steps, every = int(gen_cfg.train.steps), int(gen_cfg.checkpoint.every)
-    thirds = {max(every, gen_steps * i // 3 // every * every) for i in (1, 2)}
-    ckpts = [str(out / "generator" / "checkpoints" / str(s)) for s in sorted(thirds | {gen_steps})]
-    kept = out / "filtered" / "kept.jsonl"
-    n_eval, n_ver = size["n_eval"], size["n_verifier_questions"]
-    decode = ["--max-new-tokens", str(size["max_new_tokens"])]
-
-    def offline(n: int, split: str, seed: int, name: str) -> list[str]:
-        return [
-            "data_gen",
-            "offline",
-            "--n",
-            str(n),
-            "--split",
-            split,
-            "--seed",
-            str(args.seed + seed),
-            "--preset",
-            args.preset,
-            "--out",
-            str(teacher / name),
-        ]
-
-    def evaluate(questions: str, out_dir: Path) -> list[str]:
-        return [
-            "tinygsm_jax.eval",
-            "--generator",
-            str(out / "generator"),
-            "--verifier",
-            str(out / "verifier"),
-            "--dataset",
-            f"jsonl:{teacher / questions}",
-            "--n",
-            str(size["eval_samples"]),
-            *decode,
-            "--out",
-            str(out_dir),
-        ]
-
-    def questions() -> None:
-        # Evaluation and verifier questions come from the train templates but never repeat a
-        # training question's text (nor each other's): GSM8K test vs TinyGSM, in miniature.
-        _split_questions(teacher / "eval_raw.jsonl", [kept], teacher / "eval.jsonl", n_eval, "eval")
-        _split_questions(
-            teacher / "verifier_raw.jsonl",
-            [kept, teacher / "eval.jsonl"],
-            teacher / "verifier_questions.jsonl",
-            n_ver,
-            "verifier",
+    bad = [o for o in overrides if not o.startswith("--config.")]
+    if bad:
+        raise UserError(
+            f"unknown argument {bad[0]} (only --config.KEY=VALUE overrides pass through)"
         )
-
-    # (stage, commands): a command is `python -m` arguments, or a function run in-process.
-    stages = [
-        (
-            "teacher",
-            [
-                offline(size["n_train"], "train", 0, "train_raw.jsonl"),
-                offline(3 * n_eval, "train", 1, "eval_raw.jsonl"),
-                offline(3 * n_ver, "train", 2, "verifier_raw.jsonl"),
-                offline(size["n_heldout"], "test", 3, "heldout.jsonl"),
-            ],
-        ),
-        (
-            "filter",
-            [
-                [
-                    "data_gen",
-                    "filter",
-                    "--input",
-                    str(teacher / "train_raw.jsonl"),
-                    "--out",
-                    str(out / "filtered"),
-                ]
-            ],
-        ),
-        ("questions", [questions]),
-        (
-            "tokenizer",
-            [
-                [
-                    "tinygsm_jax.tokenizer",
-                    "train",
-                    "--source",
-                    str(kept),
-                    "--vocab-size",
-                    "2048",
-                    "--out",
-                    str(out / "tokenizer"),
-                ]
-            ],
-        ),
-        (
-            "generator_data",
-            [
-                [
-                    "tinygsm_jax.data",
-                    "build",
-                    "--source",
-                    str(kept),
-                    "--out",
-                    str(data / "generator"),
-                    "--tokenizer",
-                    str(out / "tokenizer"),
-                ]
-            ],
-        ),
-        (
-            "generator",
-            [
-                [
-                    "tinygsm_jax.train",
-                    "--config",
-                    args.generator_config,
-                    "--workdir",
-                    str(out / "generator"),
-                    f"--config.data.path={data / 'generator'}",
-                    "--config.checkpoint.keep=100",
-                    *gen_over,
-                ]
-            ],
-        ),
-        (
-            "verifier_data",
-            [
-                [
-                    "tinygsm_jax.verifier_data",
-                    "--generator",
-                    *ckpts,
-                    "--questions",
-                    f"jsonl:{teacher / 'verifier_questions.jsonl'}",
-                    "--n",
-                    str(size["verifier_samples"]),
-                    "--temperatures",
-                    "0.5,0.7",
-                    *decode,
-                    "--out",
-                    str(out / "verifier_data"),
-                ]
-            ],
-        ),
-        (
-            "verifier_set",
-            [
-                [
-                    "tinygsm_jax.data",
-                    "build",
-                    "--source",
-                    str(out / "verifier_data" / "candidates.jsonl"),
-                    "--out",
-                    str(data / "verifier"),
-                    "--tokenizer",
-                    str(out / "tokenizer"),
-                ]
-            ],
-        ),
-        (
-            "verifier",
-            [
-                [
-                    "tinygsm_jax.train",
-                    "--config",
-                    args.verifier_config,
-                    "--workdir",
-                    str(out / "verifier"),
-                    f"--config.data.path={data / 'verifier'}",
-                    f"--config.train.init_from={out / 'generator'}",
-                    *ver_over,
-                ]
-            ],
-        ),
-        ("eval", [evaluate("eval.jsonl", out)]),
-        ("eval_heldout", [evaluate("heldout.jsonl", out / "heldout")]),
-    ]
+    s = PRESETS[args.preset]
+    s = dataclasses.replace(
+        s, generator=s.generator + tuple(overrides), verifier=s.verifier + tuple(overrides)
+    )
+    if args.smoke:
+        s = smoke(s)
+    out = Path(args.out).absolute()
+    plan = stages(s, out, args.seed, args.generator_config, args.verifier_config)
+    names = [st.name for st in plan]
+    if args.stop_after and args.stop_after not in names:
+        raise UserError(
+            f"--stop-after: unknown stage {args.stop_after!r}; stages: {', '.join(names)}"
+        )
+    (out / ".stages").mkdir(parents=True, exist_ok=True)
+    (out / "teacher").mkdir(exist_ok=True)
+    atomic_write_text(out / "settings.json", json.dumps(
+        {"preset": args.preset, "smoke": args.smoke, "seed": args.seed, **dataclasses.asdict(s)},
+        indent=2) + "\n")  # fmt: skip
+    log = out / "demo.log"
     t0 = time.time()
-    for i, (name, commands) in enumerate(stages, 1):
-        done = out / ".stages" / f"{name}.done"
+    for i, st in enumerate(plan, 1):
+        done = out / ".stages" / f"{st.name}.done"
         if done.exists():
-            print(f"[{i}/{len(stages)}] {name}: done earlier, skipped")
-            continue
-        print(f"[{i}/{len(stages)}] {name} ...", flush=True)
-        ts = time.time()
-        for command in commands:
-            command() if callable(command) else _run(name, command, log)
-        atomic_write_text(done, f"{time.time() - ts:.1f}\n")
+            print(f"[{i}/{len(plan)}] {st.name}: done earlier, skipped")
+        else:
+            print(f"[{i}/{len(plan)}] {st.name} -> {st.writes} ...", flush=True)
+            ts = time.time()
+            for command in st.commands:
+                command() if callable(command) else _run(st.name, command, log)
+            atomic_write_text(done, f"{time.time() - ts:.1f}\n")
+        if st.name == args.stop_after:
+            print(f"stopped after {st.name}; rerun without --stop-after to go on")
+            return 0
     for title, d in (
         ("Headline: new problems from the train templates", out),
         ("Generalisation: the held-out test split", out / "heldout"),
     ):
         print(f"\n## {title}\n")
         print((d / "report.md").read_text())
-    timings = {p.stem: float(p.read_text()) for p in sorted((out / ".stages").glob("*.done"))}
+    timings = {q.stem: float(q.read_text()) for q in sorted((out / ".stages").glob("*.done"))}
     atomic_write_text(out / "timings.json", json.dumps(timings, indent=2) + "\n")
     print(
         f"demo finished in {time.time() - t0:.0f}s (stage seconds in {out / 'timings.json'}); reports in {out}"
     )
     return 0
-
-
-def _load_config(config: str, overrides: list[str]):
-    from tinygsm_jax.config import load_config
-
-    return load_config(config, [o for o in overrides if o.startswith("--config.")])
 
 
 if __name__ == "__main__":
