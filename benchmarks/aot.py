@@ -25,7 +25,7 @@ from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from benchmarks.results import machine, update_section  # noqa: E402
+from benchmarks.results import MachineGuard, add_guard_args, machine  # noqa: E402
 from tinygsm_jax import aot  # noqa: E402
 from tinygsm_jax.config import load_config  # noqa: E402
 
@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-write", action="store_true", help="print the table; leave RESULTS.md alone"
     )
+    add_guard_args(parser)
     args = parser.parse_args(argv)
+    guard = MachineGuard("aot", force=args.force)
+    guard.before()
     aot._ensure_libtpu()
     cache_path = Path(args.cache)
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
@@ -101,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         "## AOT: the train step compiled for TPU slices (no TPU used)",
         "",
         f"`python -m benchmarks.aot` on {machine()}; libtpu's compiler via `python -m tinygsm_jax.aot`.",
+        guard.describe(),
         "Global batch 1024 x 1024 tokens, AdamW, bf16 compute, float32 params and optimizer; meshes from",
         "the configs (125M/350M data-parallel, 1.3B fsdp over the slice). Memory: the compiler's peak per",
         "chip / HBM per chip (GiB). Step: XLA cost-analysis roofline, max(FLOPs / peak bf16,",
@@ -115,9 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ] + [row(r) for r in reports]
     table = "\n".join(lines)
-    print(table)
-    if not args.no_write:
-        update_section("aot", table)
+    guard.publish(table, write=not args.no_write)
 
 
 if __name__ == "__main__":

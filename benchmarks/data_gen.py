@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.results import machine, update_section
+from benchmarks.results import MachineGuard, add_guard_args
 from data_gen import filter as dfilter
 from data_gen import synth
 from data_gen.fake_server import FakeOpenAI
@@ -86,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency", type=float, default=0.2, help="server seconds per answer")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--naive", type=int, default=100, help="programs run by the naive peer")
+    p.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    add_guard_args(p)
     args = p.parse_args(argv)
+    guard = MachineGuard("data_gen", force=args.force)
+    guard.before()
     os.environ.setdefault("OPENAI_API_KEY", "bench")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -112,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         ]
         naive = naive_rows_per_s(codes)
     filter_rps = rows / filter_wall
+    guard.after()
     md = f"""## data_gen
 
-Machine: {machine()}. Local OpenAI-compatible server on 127.0.0.1 with {args.latency * 1000:.0f} ms latency per
+{guard.describe()} Local OpenAI-compatible server on 127.0.0.1 with {args.latency * 1000:.0f} ms latency per
 answer, real `openai` client over HTTP, {args.seeds} seeds, concurrency {args.concurrency}. Requests/min is
 (requests - 1) / (last start - first start) as seen by the server; the limiter allows one request of
 slack (the first two start together), so a short run can read a little above the limit.
@@ -126,8 +131,7 @@ The no-limit row is bound by this machine's CPU (client and server share it), no
 | synth requests/min, no limit | {rpm_free:.0f} ({n_free} requests in {wall_free:.1f} s) | concurrency / latency = {args.concurrency / args.latency * 60:.0f} | {rpm_free / (args.concurrency / args.latency * 60):.2f} |
 | filter rows/s (sandbox, {os.cpu_count()} workers, incl. start-up) | {filter_rps:.0f} ({rows} rows, kept {report["kept"]}) | one `python -c` per program: {naive:.1f} rows/s | {filter_rps / naive:.1f}x |
 """
-    print(md)
-    update_section("data_gen", md)
+    guard.publish(md, write=not args.no_write)
     return 0
 
 

@@ -115,14 +115,17 @@ def step_rate(config_name: str, steps: int, global_batch: int | None = None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.results import machine, update_section
+    from benchmarks.results import MachineGuard, add_guard_args
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=10000, help="problems in the benchmark data set")
     ap.add_argument("--seconds", type=float, default=8.0, help="time each pipeline measurement")
     ap.add_argument("--steps", type=int, default=3, help="timed train steps per config")
     ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    add_guard_args(ap)
     args = ap.parse_args(argv)
+    guard = MachineGuard("input_pipeline", force=args.force)
+    guard.before()
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -135,14 +138,13 @@ def main(argv: list[str] | None = None) -> int:
 
     ratio_tiny = pipe_tiny["tokens_per_s"] / tiny["tokens_per_s"]
     ratio_125m = pipe_125m["tokens_per_s"] / m125["tokens_per_s"]
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    where = f"{machine()} (load average {load} at the end of the run), Python {platform.python_version()}, JAX CPU backend"
+    guard.after()
     md = f"""## input_pipeline
 
-Machine: {where}. Data: {args.rows:,} offline-teacher problems tokenized with a 2048-token BPE, 8 TFRecord
+{guard.describe()} Python {platform.python_version()}, JAX CPU backend. Data: {args.rows:,} offline-teacher problems tokenized with a 2048-token BPE, 8 TFRecord
 shards (built in {build_s:.1f} s, including TensorFlow start-up). Tokens = batch positions (what a step
-consumes); "fill" = share of positions holding real tokens after packing. The machine is shared, so
-absolute numbers vary from run to run; the ratios come from one run.
+consumes); "fill" = share of positions holding real tokens after packing. The ratios come from one
+run.
 
 | consumer | train step tokens/s | pipeline tokens/s (same row length) | pipeline / step |
 | --- | --- | --- | --- |
@@ -153,9 +155,7 @@ One host process, one Python thread packing (plus TensorFlow's reader threads). 
 packs only its `global_batch / hosts` rows, so the per-host demand is the step's tokens/s divided by
 the number of hosts.
 """
-    print(md)
-    if not args.no_write:
-        update_section("input_pipeline", md)
+    guard.publish(md, write=not args.no_write)
     return 0
 
 

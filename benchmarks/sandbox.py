@@ -20,7 +20,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from benchmarks.results import machine, update_section
+from benchmarks.results import MachineGuard, add_guard_args
 from tinygsm_jax.execute import DEFAULT_PRELOAD, Sandbox
 from tinygsm_jax.solution_format import make_program
 
@@ -85,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         "--repeats", type=int, default=3, help="alternating sandbox/peer rounds (medians kept)"
     )
     ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    add_guard_args(ap)
     args = ap.parse_args(argv)
+    guard = MachineGuard("sandbox", force=args.force)
+    guard.before()
     workers = args.workers or os.cpu_count() or 1
 
     progs = programs(args.programs)
@@ -113,11 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     par_rate = len(base) / (time.perf_counter() - t0)
     assert outs == [str(a) for _, a in base], "baseline gave wrong answers"
 
-    load = os.getloadavg()[0]
+    guard.after()
     table = (
         "## sandbox: programs/s vs one `python -c` subprocess per program\n\n"
-        f"Machine: {machine()}, load average {load:.1f} during the run. Python "
-        f"{sys.version.split()[0]}. {len(progs)} TinyGSM-style programs through "
+        f"{guard.describe()} Python {sys.version.split()[0]}. {len(progs)} TinyGSM-style programs through "
         f"`Sandbox(workers={workers})`, start-up ({startup_s:.2f} s) and shutdown included; "
         f"{len(base)} through `python -c`, one at a time; the two alternate {len(runs)} times and "
         "the first and third rows are medians (the others are one run each). CPU ms/program counts "
@@ -131,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| `python -c` per program, one at a time | {seq_rate:.1f} | {sb_rate / seq_rate:.1f}x | {base_cpu * 1e3:.2f} |\n"
         f"| `python -c` per program, {workers} at a time | {par_rate:.1f} | {sb_rate / par_rate:.1f}x | |\n"
     )
-    print(table)
-    if not args.no_write:
-        update_section("sandbox", table)
+    guard.publish(table, write=not args.no_write)
     return 0
 
 
