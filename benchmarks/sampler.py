@@ -8,13 +8,15 @@ early, on either side, so both generate the same number of tokens). The peer is 
 `generate(num_return_sequences=N, do_sample=True)` per question, the usual way to ask it
 for best-of-N. We report ours with the same batch (one question x N rows) and with several
 questions per batch (what `tinygsm_jax.eval` does). Compilation / warm-up is excluded on
-both sides; each figure is the best of `--repeats` runs, run alternately.
+both sides. The sides alternate over `--rounds` rounds (which goes first flips every round);
+the table gives medians over rounds and every round's ratio. `MachineGuard` refuses to run on
+a busy machine (`--force` runs and marks the section).
 
 Each side runs in a process of its own: in one process the idle thread pools of one library
 (torch's OpenMP threads spin after each operation, XLA's pool too) take CPU from the other,
 which moved the ratio by 1.5x either way depending on OMP_WAIT_POLICY.
 
-    python -m benchmarks.sampler [--n 48] [--questions 4] [--max-new-tokens 128] [--repeats 2]
+    python -m benchmarks.sampler [--n 48] [--questions 4] [--max-new-tokens 128] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,8 +52,12 @@ QUESTIONS = [
 ]
 
 
-def build(tmp: Path):
-    """(our checkpoint dir, exported HF dir) of a random tiny-config model."""
+def build(tmp: Path, texts: list[str] | None = None, vocab: int = 600):
+    """(our checkpoint dir, exported HF dir, config) of a random tiny-config model.
+
+    Its tokenizer (`vocab` tokens at most) is trained on `texts` (default: TinyGSM programs of
+    `QUESTIONS`).
+    """
     import jax
     import numpy as np
     from flax import nnx
@@ -63,8 +70,9 @@ def build(tmp: Path):
     from tinygsm_jax.tokenizer import save_tokenizer, train_tokenizer
 
     cfg = ModelConfig.from_config(get_config().model, dtype="float32", head="lm")
-    texts = [make_program(q, "    result = 1\n    return result\n") for q in QUESTIONS] * 4
-    tok = train_tokenizer(texts, 600)
+    if texts is None:
+        texts = [make_program(q, "    result = 1\n    return result\n") for q in QUESTIONS] * 4
+    tok = train_tokenizer(texts, vocab)
     save_tokenizer(tok, tmp / "tok")
     graphdef, state = nnx.split(nnx.eval_shape(lambda: Phi(cfg, rngs=nnx.Rngs(0))))
     rng = np.random.default_rng(0)
@@ -87,6 +95,25 @@ def _prompt_ids(tok, questions: int) -> list[list[int]]:
     return [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
 
 
+def fastest_threads(run) -> tuple[int, dict[int, float]]:
+    """Set torch to its faster thread count for `run` (1 or every core); (threads, seconds each).
+
+    torch's intra-op threads can be slower than one thread on a loaded machine: calibrating on
+    a short run gives HF its better setting either way.
+    """
+    import torch
+
+    calib = {}
+    for th in sorted({1, os.cpu_count() or 1}):
+        torch.set_num_threads(th)
+        t = time.perf_counter()
+        run()
+        calib[th] = time.perf_counter() - t
+    threads = min(calib, key=calib.get)
+    torch.set_num_threads(threads)
+    return threads, calib
+
+
 def run_hf_side(d: Path, n: int, M: int, questions: int) -> dict:
     """HF generate's best tokens/s over its thread settings (a process of its own)."""
     import torch
@@ -107,16 +134,7 @@ def run_hf_side(d: Path, n: int, M: int, questions: int) -> dict:
         assert out.shape == (rows, len(p) + new)
 
     generate(ids[0], 2, 4)  # warm-up
-    # torch's intra-op threads can be slower than one thread on a busy machine: calibrate on a
-    # short run and give HF its faster setting.
-    calib = {}
-    for th in sorted({1, os.cpu_count() or 1}):
-        torch.set_num_threads(th)
-        t = time.perf_counter()
-        generate(ids[0], n, 8)
-        calib[th] = time.perf_counter() - t
-    threads = min(calib, key=calib.get)
-    torch.set_num_threads(threads)
+    threads, calib = fastest_threads(lambda: generate(ids[0], n, 8))
     t = time.perf_counter()
     for p in ids:
         generate(p, n, M)
@@ -149,59 +167,72 @@ def run_our_side(d: Path, n: int, M: int, questions: int) -> dict:
     return out
 
 
-def main() -> None:
+def run_side(module: str, side: str, d: str, args: list[str]) -> dict:
+    """Run one side in a fresh process (`python -m module --side side`); its JSON result."""
+    cmd = [sys.executable, "-m", module, "--side", side, "--dir", d, *args]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{module} --side {side} failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    from benchmarks.results import MachineGuard, add_guard_args
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=48)
     ap.add_argument("--questions", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians kept)")
     ap.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    add_guard_args(ap)
     ap.add_argument("--side", choices=("hf", "ours"), help=argparse.SUPPRESS)  # a worker process
     ap.add_argument("--dir", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     n, M, Q = args.n, args.max_new_tokens, args.questions
     if args.side:
         run = run_hf_side if args.side == "hf" else run_our_side
         print(json.dumps(run(Path(args.dir), n, M, Q)))
         return
 
-    from benchmarks.results import machine, update_section
-
-    best: dict[str, float] = {}
+    guard = MachineGuard("sampler", force=args.force)
+    guard.before()
+    rounds: list[dict] = []
     with tempfile.TemporaryDirectory() as d:
         _, _, cfg = build(Path(d))
-        for _ in range(args.repeats):
-            for side in ("hf", "ours"):
-                cmd = [sys.executable, "-m", "benchmarks.sampler", "--side", side, "--dir", d,
-                       "--n", str(n), "--questions", str(Q), "--max-new-tokens", str(M)]  # fmt: skip
-                done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-                got = json.loads(done.stdout.strip().splitlines()[-1])
-                for k, v in got.items():
-                    best[k] = max(best.get(k, 0.0), v) if isinstance(v, float) else v
-    tps = {k: best[k] for k in ("hf", "1", str(Q))}
-    r1, rq = tps["1"] / tps["hf"], tps[str(Q)] / tps["hf"]
+        side_args = ["--n", str(n), "--questions", str(Q), "--max-new-tokens", str(M)]
+        for r in range(args.rounds):
+            got: dict = {}
+            for side in ("hf", "ours") if r % 2 == 0 else ("ours", "hf"):
+                got.update(run_side("benchmarks.sampler", side, d, side_args))
+            rounds.append(got)
+    guard.after()
+    tps = {k: statistics.median(g[k] for g in rounds) for k in ("hf", "1", str(Q))}
+    r1 = statistics.median(g["1"] / g["hf"] for g in rounds)
+    rq = statistics.median(g[str(Q)] / g["hf"] for g in rounds)
+    each = "; ".join(f"{g['1'] / g['hf']:.2f}x / {g[str(Q)] / g['hf']:.2f}x" for g in rounds)
+    last = rounds[-1]
+    compile_s = statistics.median(g["compile_seconds"] for g in rounds)
     lines = [
         "## sampler",
         "",
-        f"Machine: {machine()}, CPU, float32. Model: configs/tiny.py shape ({cfg.n_layers} layers, d_model "
+        f"{guard.describe()} CPU, float32. Model: configs/tiny.py shape ({cfg.n_layers} layers, d_model "
         f"{cfg.d_model}, vocab {cfg.vocab_size}), random weights, exported to HF with `export_checkpoint`. "
         f"{Q} TinyGSM prompts, best-of-{n} at temperature 0.7, {M} new tokens per sample (EOS "
-        f"disabled on both sides), {Q * n * M} tokens per run; each side in its own process, best "
-        f"of {args.repeats} alternating runs; compilation excluded ({best['compile_seconds']:.1f} s "
-        "for our two programs).",
+        f"disabled on both sides), {Q * n * M} tokens per run; each side in its own process, "
+        f"{args.rounds} alternating rounds, medians of tokens/s and of the rounds' ratios; "
+        f"compilation excluded ({compile_s:.1f} s for our two programs). Each round's ratio "
+        f"(1 question / {Q} questions vs HF): {each}.",
         "",
         "| sampler | batch | tokens/s | vs HF |",
         "| --- | --- | ---: | ---: |",
-        f"| HF `generate(num_return_sequences={n}, do_sample=True)`, torch {best['torch']}, "
-        f"{best['threads']} thread(s) (best of {best['thread_options']}) | 1 question x {n} "
+        f"| HF `generate(num_return_sequences={n}, do_sample=True)`, torch {last['torch']}, "
+        f"{last['threads']} thread(s) (best of {last['thread_options']}) | 1 question x {n} "
         f"| {tps['hf']:.0f} | 1.00x |",
         f"| tinygsm_jax.sampler | 1 question x {n} | {tps['1']:.0f} | {r1:.2f}x |",
         f"| tinygsm_jax.sampler | {Q} questions x {n} | {tps[str(Q)]:.0f} | {rq:.2f}x |",
     ]
-    md = "\n".join(lines)
-    print(md)
-    if not args.no_write:
-        update_section("sampler", md)
+    guard.publish("\n".join(lines), write=not args.no_write)
 
 
 if __name__ == "__main__":

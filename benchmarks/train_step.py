@@ -1,11 +1,13 @@
 """Train-step throughput: our sharded jitted step vs HF transformers `PhiForCausalLM` (PyTorch eager).
 
-    python -m benchmarks.train_step [--shapes 6.8M,125M] [--steps 5] [--no-write]
+    python -m benchmarks.train_step [--shapes 6.8M,125M] [--steps 3] [--rounds 3] [--no-write] [--force]
 
 Same shape, same batch, same objective (next-token cross-entropy on every token), same
 optimiser (AdamW; ours with its warm-up schedule, clipping and weight-decay mask), float32
-on both sides, in the same process. Steps of the two alternate and each is timed alone, so
-load from other processes on a shared machine hits both alike; the median step is reported.
+on both sides, in the same process. The two sides alternate over `--rounds` rounds of
+`--steps` timed steps each (which side goes first flips every round), so drift of the machine
+reaches both; each round gives a median step per side and a ratio, and the table reports the
+medians over rounds plus every round's ratio. `MachineGuard` refuses to run on a busy machine.
 MFU uses one FLOP count for both (`model.flops_per_token`: 6N plus attention) and the
 measured float32 matmul peak of this CPU (`metrics.measure_cpu_flops`).
 """
@@ -104,7 +106,8 @@ def theirs(shape, seed: int = 0):
     return step, sum(p.numel() for p in model.parameters()), cfg
 
 
-def bench(name: str, steps: int, peak: float) -> dict:
+def bench(name: str, steps: int, rounds: int, peak: float) -> dict:
+    """Alternate ours and torch over `rounds` rounds of `steps` steps; medians and round ratios."""
     import numpy as np
 
     from tinygsm_jax.model import flops_per_token
@@ -115,69 +118,79 @@ def bench(name: str, steps: int, peak: float) -> dict:
     ours_step, n_ours, mcfg = ours(shape)
     theirs_step, n_theirs, _ = theirs(shape)
     assert n_ours == n_theirs, (n_ours, n_theirs)
-    times = {"ours": [], "torch": []}
-    for i in range(steps + 1):  # step 0 warms up both (torch allocator, our first dispatch)
-        tokens = rng.integers(0, shape[4], (batch, seq + 1), dtype=np.int32)
-        for who, fn in (
-            (("ours", ours_step), ("torch", theirs_step))
-            if i % 2 == 0
-            else (("torch", theirs_step), ("ours", ours_step))
-        ):
-            t = time.perf_counter()
-            fn(tokens)
-            if i:
-                times[who].append(time.perf_counter() - t)
+    sides = {"ours": ours_step, "torch": theirs_step}
+    warm = rng.integers(0, shape[4], (batch, seq + 1), dtype=np.int32)
+    for fn in sides.values():  # warms up both (torch allocator, our first dispatch)
+        fn(warm)
     tokens_per_step = batch * seq
+    per_round: list[dict[str, float]] = []  # tokens/s of each side in each round
+    for r in range(rounds):
+        order = ("ours", "torch") if r % 2 == 0 else ("torch", "ours")
+        tps = {}
+        for who in order:
+            times = []
+            for _ in range(steps):
+                tokens = rng.integers(0, shape[4], (batch, seq + 1), dtype=np.int32)
+                t = time.perf_counter()
+                sides[who](tokens)
+                times.append(time.perf_counter() - t)
+            tps[who] = tokens_per_step / statistics.median(times)
+        per_round.append(tps)
     fpt = flops_per_token(mcfg, seq)
     out = {"shape": name, "n_params": n_ours, "seq": seq, "batch": batch, "flops_per_token": fpt}
-    for who, ts in times.items():
-        tps = tokens_per_step / statistics.median(ts)
-        out[who] = {"step_s": statistics.median(ts), "tokens_per_sec": tps, "mfu": tps * fpt / peak}
-    out["ratio"] = out["ours"]["tokens_per_sec"] / out["torch"]["tokens_per_sec"]
+    for who in sides:
+        tps = statistics.median(r[who] for r in per_round)
+        out[who] = {"tokens_per_sec": tps, "mfu": tps * fpt / peak}
+    out["round_ratios"] = [r["ours"] / r["torch"] for r in per_round]
+    out["ratio"] = statistics.median(out["round_ratios"])
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shapes", default="6.8M,125M")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per side per shape")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per side per round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians kept)")
     parser.add_argument(
         "--no-write", action="store_true", help="do not update benchmarks/RESULTS.md"
     )
+    from benchmarks.results import MachineGuard, add_guard_args
+
+    add_guard_args(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    guard = MachineGuard("train_step", force=args.force)
+    guard.before()
 
     import jax
     import torch
 
-    from benchmarks.results import machine, update_section
     from tinygsm_jax.metrics import measure_cpu_flops
 
     peak = measure_cpu_flops()
-    results = [bench(name, args.steps, peak) for name in args.shapes.split(",")]
-    load = os.getloadavg()[0]
+    results = [bench(name, args.steps, args.rounds, peak) for name in args.shapes.split(",")]
+    guard.after()
     lines = [
         "## Train step: ours (JAX, jitted) vs HF `PhiForCausalLM` (PyTorch eager, AdamW)",
         "",
-        f"Machine: {machine()}; jax {jax.__version__} ({jax.device_count()} device), torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads); float32 both; load average {load:.1f} during the run "
-        "(a shared machine: steps of the two alternate so load hits both alike; median of "
-        f"{args.steps} timed steps each). MFU against the measured float32 matmul peak of this CPU, "
-        f"{peak / 1e9:.0f} GFLOP/s; FLOPs per token from `model.flops_per_token` (6N + attention) for both.",
+        f"{guard.describe()} jax {jax.__version__} ({jax.device_count()} device), torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads); float32 both. The two sides "
+        f"alternate over {args.rounds} rounds of {args.steps} timed steps each (first side flips "
+        "every round); tokens/s are medians over rounds of each round's median step, ours / torch "
+        "the median of the rounds' ratios. MFU against the measured float32 matmul peak of this "
+        f"CPU, {peak / 1e9:.0f} GFLOP/s; FLOPs per token from `model.flops_per_token` "
+        "(6N + attention) for both.",
         "",
-        "| shape | params | seq x batch | ours tokens/s | torch tokens/s | ours / torch | ours MFU | torch MFU |",
-        "|---|---|---|---|---|---|---|---|",
+        "| shape | params | seq x batch | ours tokens/s | torch tokens/s | ours / torch | each round | ours MFU | torch MFU |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
             f"| {r['shape']} | {r['n_params'] / 1e6:.1f}M | {r['seq']} x {r['batch']} | "
             f"{r['ours']['tokens_per_sec']:,.0f} | {r['torch']['tokens_per_sec']:,.0f} | **{r['ratio']:.2f}x** | "
-            f"{r['ours']['mfu']:.1%} | {r['torch']['mfu']:.1%} |"
+            f"{', '.join(f'{x:.2f}x' for x in r['round_ratios'])} | {r['ours']['mfu']:.1%} | {r['torch']['mfu']:.1%} |"
         )
-    table = "\n".join(lines)
-    print(table)
-    if not args.no_write:
-        update_section("train_step", table)
+    guard.publish("\n".join(lines), write=not args.no_write)
     return 0
 
 
