@@ -107,3 +107,42 @@ def test_mkdocs_build_strict(tmp_path):
     )
     assert out.returncode == 0, out.stderr[-4000:]
     assert (tmp_path / "sandbox" / "index.html").exists()
+
+
+def github_slug(heading: str) -> str:
+    text = heading.strip().lower().replace("`", "")
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def mkdocs_slug(heading: str) -> str:
+    text = re.sub(r"[^\w\s-]", "", heading.replace("`", "")).strip().lower()
+    return re.sub(r"[-\s]+", "-", text)
+
+
+def anchors(page: Path) -> set[str]:
+    """Anchors of a page's headings that GitHub and mkdocs both generate."""
+    text = FENCE.sub("", page.read_text())
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", text, re.M)
+    return {github_slug(h) for h in headings} & {mkdocs_slug(h) for h in headings}
+
+
+def test_the_readme_is_a_landing_page():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    for heading in ("## Results", "## Quickstart", "## The pipeline", "## Where to go next"):
+        assert heading in readme
+    linked = set(re.findall(r"\]\((docs/[\w-]+\.md)", readme))
+    assert linked == {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")} - {"docs/index.md"}
+
+
+def test_the_readme_links_resolve():
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(([^)\s]+)\)", readme)
+    local = [link for link in links if not re.match(r"[a-z]+:", link)]
+    assert len(local) >= 20
+    for link in local:
+        path, _, anchor = link.partition("#")
+        target = ROOT / path
+        assert target.exists(), f"README links to missing {path}"
+        if anchor:
+            assert anchor in anchors(target), f"README links to missing anchor {link}"
