@@ -25,9 +25,9 @@ PRICES: dict[str, tuple[float, float]] = {
 }
 BATCH_DISCOUNT = 0.5
 
-# Tokens per one-step request assumed by the README's estimate: ~330 prompt tokens (our
-# instructions plus a GSM8K question) and ~2,300 completion tokens (10 problems, each a
-# ~4-sentence question and a ~12-line program, at ~230 tokens a problem).
+# Tokens per one-step request assumed by the cost estimate in docs/data-generation.md: ~330
+# prompt tokens (our instructions plus a GSM8K question) and ~2,300 completion tokens (10
+# problems, each a ~4-sentence question and a ~12-line program, at ~230 tokens a problem).
 TOKENS_IN_PER_REQUEST = 330
 TOKENS_OUT_PER_REQUEST = 2300
 

@@ -73,19 +73,19 @@ def lm_loss_weight(config: ConfigDict) -> float:
 def lr_schedule(tc: ConfigDict) -> Callable[[jax.Array], jax.Array]:
     """Linear warm-up to `lr` over `warmup_steps`, then linear decay to `lr * end_lr_ratio`.
 
-    Indexed by optax's update count (0 for the first step), so step 1 already uses lr/warmup
-    rather than wasting an update at learning rate 0.
+    optax's `linear_schedule`s joined by `join_schedules`, over the 1-based step: optax passes
+    the update count (0 for the first step), and shifting it by one lets step 1 already use
+    lr/warmup rather than waste an update at learning rate 0.
     """
     peak, end = float(tc.lr), float(tc.lr) * float(tc.end_lr_ratio)
     warm, total = max(int(tc.warmup_steps), 0), int(tc.steps)
-
-    def schedule(count: jax.Array) -> jax.Array:
-        step = jnp.asarray(count, jnp.float32) + 1.0
-        warmup = peak * step / max(warm, 1)
-        frac = jnp.clip((step - warm) / max(total - warm, 1), 0.0, 1.0)
-        return jnp.where(step <= warm, warmup, peak + (end - peak) * frac)
-
-    return schedule
+    decay = optax.linear_schedule(peak, end, transition_steps=max(total - warm, 1))
+    if warm:
+        warmup = optax.linear_schedule(0.0, peak, transition_steps=warm)
+        by_step = optax.join_schedules([warmup, decay], boundaries=[warm])
+    else:
+        by_step = decay
+    return lambda count: by_step(jnp.asarray(count) + 1)
 
 
 def decay_mask(params: Any) -> Any:
