@@ -350,3 +350,13 @@ def test_generator_then_verifier_on_built_data_sets(tmp_path, tok):
         np.asarray(v.model.blocks.fc1_kernel.value), np.asarray(g.model.blocks.fc1_kernel.value)
     )
     assert v.model.value_kernel.value.shape == (64,)
+    # init_from a step directory starts from that step, not from the workdir's latest.
+    ver2 = tmp_path / "ver_step2"
+    argv = ["--config", "tiny_verifier", "--workdir", str(ver2), f"--config.data.path={tmp_path / 'ver_data'}",
+            *small, *common, f"--config.train.init_from={gen / 'checkpoints' / '2'}",
+            "--config.train.lr=0.0"]  # fmt: skip
+    assert train.main(argv) == 0
+    g2, v2 = load_model(gen / "checkpoints" / "2"), load_model(ver2, expect_head="value")
+    assert g2.step == 2 and g.step == 4
+    np.testing.assert_array_equal(np.asarray(v2.model.embed.value), np.asarray(g2.model.embed.value))
+    assert not np.array_equal(np.asarray(v2.model.embed.value), np.asarray(g.model.embed.value))

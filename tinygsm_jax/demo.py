@@ -14,7 +14,7 @@ each command is atomic or resumable).
          (the headline, never used for a choice) and on the held-out test split (DIR/heldout/)
 
 `--preset` picks a named set of sizes and settings (`PRESETS`): `default` is the 30-minute
-demo; `lift` is the regime built to show the verifier's lift (see its comment).
+demo; `easy` and `hard` step the offline teacher's difficulty.
 """
 
 from __future__ import annotations
@@ -55,15 +55,6 @@ PRESETS: dict[str, Settings] = {
     "default": Settings(),
     "easy": Settings(teacher="easy"),
     "hard": Settings(teacher="hard"),
-    # The lift regime (README, "The verifier"): chosen on the dev split, never on the headline.
-    "lift": Settings(
-        teacher="hard",
-        n_verifier_questions=600,
-        n_eval=400,
-        verifier_samples=8,
-        dedup=True,
-        verifier=("--config.train.lm_loss_weight=1.0", "--config.train.steps=600"),
-    ),
 }
 
 _SMOKE_MODEL = (
@@ -162,6 +153,7 @@ def stages(s: Settings, out: Path, seed: int, gen_config: str, ver_config: str) 
     gen_steps, every = int(gen_cfg.train.steps), int(gen_cfg.checkpoint.every)
     thirds = {max(every, gen_steps * i // 3 // every * every) for i in (1, 2)}
     ckpts = [str(out / "generator" / "checkpoints" / str(n)) for n in sorted(thirds | {gen_steps})]
+    generator = out / "generator"
     decode = ["--max-new-tokens", str(s.max_new_tokens)]
 
     def offline(n: int, split: str, offset: int, name: str) -> list[str]:
@@ -169,7 +161,7 @@ def stages(s: Settings, out: Path, seed: int, gen_config: str, ver_config: str) 
                 str(seed + offset), "--preset", s.teacher, "--out", str(teacher / name)]  # fmt: skip
 
     def evaluate(questions: str, out_dir: Path) -> list[str]:
-        return ["tinygsm_jax.eval", "--generator", str(out / "generator"), "--verifier",
+        return ["tinygsm_jax.eval", "--generator", str(generator), "--verifier",
                 str(out / "verifier"), "--dataset", f"jsonl:{teacher / questions}", "--n",
                 str(s.eval_samples), "--temperature", str(s.eval_temperature), *decode,
                 "--out", str(out_dir)]  # fmt: skip
@@ -220,7 +212,7 @@ def stages(s: Settings, out: Path, seed: int, gen_config: str, ver_config: str) 
         Stage("verifier_set", [build(out / "verifier_data" / "candidates.jsonl", "verifier")],
               "data/verifier/"),
         Stage("verifier", [train(ver_config, "verifier", data / "verifier", s.verifier,
-                                 f"--config.train.init_from={out / 'generator'}")], "verifier/"),
+                                 f"--config.train.init_from={generator}")], "verifier/"),
         Stage("eval_dev", [evaluate("dev.jsonl", out / "dev")], "dev/"),
         Stage("eval", [evaluate("eval.jsonl", out)], "report.json, candidates.jsonl, ..."),
         Stage("eval_heldout", [evaluate("heldout.jsonl", out / "heldout")], "heldout/"),
@@ -238,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--preset", choices=sorted(PRESETS), default="default",
-        help="default (30 min), easy/hard (the teacher's difficulty), lift (the verifier's regime)",
+        help="default (30 min), easy/hard (the offline teacher's difficulty)",
     )  # fmt: skip
     p.add_argument("--generator-config", default="configs/tiny.py")
     p.add_argument("--verifier-config", default="configs/tiny_verifier.py")

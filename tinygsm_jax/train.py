@@ -145,12 +145,13 @@ def restore_or_init(trainer: Trainer, mngr, workdir: Path, init) -> tuple[dict, 
         return jax.device_put(state, trainer.state_shardings), step, dict(got["meta"])
     state = trainer.init(int(trainer.config.train.seed))
     if init is not None:
-        root, src = init
+        _, src = init
         src_shardings = sharding.state_shardings(
             jax.eval_shape(lambda: _param_state(src)), trainer.mesh
         )
+        # The path as given: a step directory restores that step, a workdir its latest.
         _, got = checkpoint.restore(
-            root,
+            trainer.config.train.init_from,
             {"params": ocp.args.StandardRestore(checkpoint.abstract_params(src, src_shardings))},
         )
         params = checkpoint.transplant(
