@@ -147,7 +147,7 @@ def run_our_side(d: Path, n: int, max_new: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.results import MachineGuard, add_guard_args
-    from benchmarks.sampler import run_side
+    from benchmarks.sampler import alternate_sides
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--questions", type=int, default=4)
@@ -170,15 +170,10 @@ def main(argv: list[str] | None = None) -> int:
 
     guard = MachineGuard("eval_vs_hf", force=args.force)
     guard.before()
-    rounds: list[dict] = []
     with tempfile.TemporaryDirectory() as d:
         job = prepare(Path(d), Q, M)
         side_args = ["--n", str(n), "--max-new-tokens", str(M)]
-        for r in range(args.rounds):
-            got: dict = {}
-            for side in ("hf", "ours") if r % 2 == 0 else ("ours", "hf"):
-                got.update(run_side("benchmarks.eval_vs_hf", side, d, side_args))
-            rounds.append(got)
+        rounds = alternate_sides("benchmarks.eval_vs_hf", d, side_args, args.rounds)
     guard.after()
     guard.publish(section(job, rounds, n, M, guard.describe()), write=not args.no_write)
     return 0

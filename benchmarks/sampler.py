@@ -176,6 +176,17 @@ def run_side(module: str, side: str, d: str, args: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def alternate_sides(module: str, d: str, args: list[str], rounds: int) -> list[dict]:
+    """Each round runs HF and ours in fresh processes, the first side swapping every round."""
+    out = []
+    for r in range(rounds):
+        got: dict = {}
+        for side in ("hf", "ours") if r % 2 == 0 else ("ours", "hf"):
+            got.update(run_side(module, side, d, args))
+        out.append(got)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     from benchmarks.results import MachineGuard, add_guard_args
 
@@ -197,15 +208,10 @@ def main(argv: list[str] | None = None) -> None:
 
     guard = MachineGuard("sampler", force=args.force)
     guard.before()
-    rounds: list[dict] = []
     with tempfile.TemporaryDirectory() as d:
         _, _, cfg = build(Path(d))
         side_args = ["--n", str(n), "--questions", str(Q), "--max-new-tokens", str(M)]
-        for r in range(args.rounds):
-            got: dict = {}
-            for side in ("hf", "ours") if r % 2 == 0 else ("ours", "hf"):
-                got.update(run_side("benchmarks.sampler", side, d, side_args))
-            rounds.append(got)
+        rounds = alternate_sides("benchmarks.sampler", d, side_args, args.rounds)
     guard.after()
     tps = {k: statistics.median(g[k] for g in rounds) for k in ("hf", "1", str(Q))}
     r1 = statistics.median(g["1"] / g["hf"] for g in rounds)

@@ -358,5 +358,7 @@ def test_generator_then_verifier_on_built_data_sets(tmp_path, tok):
     assert train.main(argv) == 0
     g2, v2 = load_model(gen / "checkpoints" / "2"), load_model(ver2, expect_head="value")
     assert g2.step == 2 and g.step == 4
-    np.testing.assert_array_equal(np.asarray(v2.model.embed.value), np.asarray(g2.model.embed.value))
+    np.testing.assert_array_equal(
+        np.asarray(v2.model.embed.value), np.asarray(g2.model.embed.value)
+    )
     assert not np.array_equal(np.asarray(v2.model.embed.value), np.asarray(g.model.embed.value))
