@@ -47,7 +47,6 @@ The model runs through `nnx.split` / `nnx.merge` inside a plain `jax.jit`.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import math
@@ -150,6 +149,12 @@ def _block_size(max_new: int) -> int:
     return max(8, -(-max_new // 4 // 8) * 8)
 
 
+def batch_questions(q: int, n: int, n_shards: int) -> int:
+    """Questions per batch: `q` rounded up so that questions x n rows divide over the shards."""
+    step = n_shards // math.gcd(n, n_shards)
+    return -(-max(1, q) // step) * step
+
+
 def token_tables(tokenizer: Any, vocab_size: int) -> np.ndarray:
     """Per-token flags for the on-device function-end test, int8 [vocab_size, 4].
 
@@ -188,7 +193,7 @@ def _filter_logits(logits: jax.Array, top_k: int, use_top_p: bool, top_p: jax.Ar
     return logits
 
 
-def _sample_program(
+def _sample_parts(
     cfg: ModelConfig,
     graphdef: Any,
     n: int,
@@ -199,9 +204,15 @@ def _sample_program(
     vocab_limit: int,
     row_sharding: Any,
 ):
-    """The jitted function for one static configuration (shapes come from the arguments)."""
+    """(prefill, step): the two halves of one static configuration's program.
 
-    def run(
+    `prefill(state, tokens, ..., pad_id) -> (ctx, carry)` runs the prompts and sets up the
+    decode; `step(state, ctx, carry, j) -> carry` decodes one token into cache block j. The
+    sampler runs them as one program (`_sample_program`); `tinygsm_jax.aot` compiles `step`
+    alone to project the decode time (XLA's cost analysis counts a loop body once).
+    """
+
+    def prefill(
         state,
         tokens,
         positions,
@@ -246,75 +257,19 @@ def _sample_program(
         keys = jax.vmap(lambda k, s: jax.random.fold_in(k, s))(
             rep(q_keys), jnp.tile(jnp.arange(n), Q)
         )
-        start_pos = rep(prompt_len)
-        done0 = ~rep(active)
-        flags = tables.astype(bool)
-        V = last.shape[-1]
-        valid_vocab = jnp.arange(V) < vocab_limit
-
-        def choose(lg, step):
-            step_keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(keys)
-            lg = jnp.where(valid_vocab, lg, jnp.finfo(lg.dtype).min)
-            greedy = jnp.argmax(lg, axis=-1)
-            scaled = _filter_logits(lg / jnp.maximum(temperature, 1e-6), top_k, use_top_p, top_p)
-            # Inverse-CDF sampling: one uniform per sample and step, where Gumbel-max
-            # (`jax.random.categorical`) draws one per vocabulary entry (6x slower per step here).
-            u = 1.0 - jax.vmap(jax.random.uniform)(
-                step_keys
-            )  # (0, 1]: a zero-probability token never wins
-            cdf = jnp.cumsum(jax.nn.softmax(scaled, axis=-1), axis=-1)
-            sampled = jnp.minimum(jnp.sum(cdf < u[:, None] * cdf[:, -1:], axis=-1), V - 1)
-            return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
-
-        def body(c, j):
-            t, done = c["t"], c["done"]
-            tok = choose(c["logits"], t)
-            logp = jnp.take_along_axis(
-                jax.nn.log_softmax(c["logits"], axis=-1), tok[:, None], axis=-1
-            )[:, 0]
-            tok = jnp.where(done, pad_id, tok)
-            live = ~done
-            out_tok = c["out_tok"].at[:, t].set(tok)
-            out_logp = c["out_logp"].at[:, t].set(jnp.where(live, logp, 0.0))
-            length = c["length"] + live.astype(jnp.int32)
-            f = flags[tok]
-            is_eos = live & (tok == eos_id)
-            fn_end = (
-                live & ~is_eos & ((c["line_start"] & f[:, 0]) | f[:, 2])
-                if stop_fn
-                else jnp.zeros_like(live)
-            )
-            line_start = jnp.where(f[:, 3], c["line_start"], f[:, 1])
-            reason = jnp.where(is_eos, 1, jnp.where(fn_end, 2, c["reason"]))
-            reason = jnp.where(live & ~is_eos & ~fn_end & (t + 1 >= max_new), 3, reason)
-            new_done = done | is_eos | fn_end
-            pos = (start_pos + t)[:, None]
-            # Generated token t goes to slot t % C of block j = t // C; blocks after j hold
-            # nothing yet and are not read.
-            blocks = c["blocks"]
-            nxt, (k_new, v_new) = model.decode_shared(tok[:, None], pos, prefix, blocks[: j + 1], t)
-            at = (0, 0, 0, t - j * C, 0)
-            blk = {
-                name: jax.lax.dynamic_update_slice(
-                    blocks[j][name], new[:, :, :, None].astype(blocks[j][name].dtype), at
-                )
-                for name, new in (("k", k_new), ("v", v_new))
-            }
-            return {
-                "t": t + 1,
-                "done": new_done,
-                "logits": nxt[:, -1, :],
-                "blocks": (*blocks[:j], blk, *blocks[j + 1 :]),
-                "out_tok": out_tok,
-                "out_logp": out_logp,
-                "length": length,
-                "line_start": line_start,
-                "reason": reason,
-            }
-
+        ctx = {
+            "prefix": prefix,
+            "keys": keys,
+            "start_pos": rep(prompt_len),
+            "flags": tables.astype(bool),
+            "temperature": temperature,
+            "top_p": top_p,
+            "eos_id": eos_id,
+            "pad_id": pad_id,
+        }
         carry = {
             "t": jnp.zeros((), jnp.int32),
-            "done": done0,
+            "done": ~rep(active),
             "logits": last,
             "blocks": blocks,
             "out_tok": jnp.full((B, max_new), pad_id, jnp.int32),
@@ -323,13 +278,104 @@ def _sample_program(
             "line_start": jnp.ones((B,), bool),
             "reason": jnp.zeros((B,), jnp.int32),
         }
+        return ctx, carry
+
+    def choose(ctx, lg, step):
+        keys, temperature = ctx["keys"], ctx["temperature"]
+        V = lg.shape[-1]
+        step_keys = jax.vmap(lambda k: jax.random.fold_in(k, step))(keys)
+        lg = jnp.where(jnp.arange(V) < vocab_limit, lg, jnp.finfo(lg.dtype).min)
+        greedy = jnp.argmax(lg, axis=-1)
+        scaled = _filter_logits(lg / jnp.maximum(temperature, 1e-6), top_k, use_top_p, ctx["top_p"])
+        # Inverse-CDF sampling: one uniform per sample and step, where Gumbel-max
+        # (`jax.random.categorical`) draws one per vocabulary entry (6x slower per step here).
+        u = 1.0 - jax.vmap(jax.random.uniform)(
+            step_keys
+        )  # (0, 1]: a zero-probability token never wins
+        cdf = jnp.cumsum(jax.nn.softmax(scaled, axis=-1), axis=-1)
+        sampled = jnp.minimum(jnp.sum(cdf < u[:, None] * cdf[:, -1:], axis=-1), V - 1)
+        return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
+
+    def step(state, ctx, c, j: int):
+        model: Phi = nnx.merge(graphdef, state)
+        C = _block_size(max_new)
+        flags, eos_id, pad_id = ctx["flags"], ctx["eos_id"], ctx["pad_id"]
+        t, done = c["t"], c["done"]
+        tok = choose(ctx, c["logits"], t)
+        logp = jnp.take_along_axis(jax.nn.log_softmax(c["logits"], axis=-1), tok[:, None], axis=-1)[
+            :, 0
+        ]
+        tok = jnp.where(done, pad_id, tok)
+        live = ~done
+        out_tok = c["out_tok"].at[:, t].set(tok)
+        out_logp = c["out_logp"].at[:, t].set(jnp.where(live, logp, 0.0))
+        length = c["length"] + live.astype(jnp.int32)
+        f = flags[tok]
+        is_eos = live & (tok == eos_id)
+        fn_end = (
+            live & ~is_eos & ((c["line_start"] & f[:, 0]) | f[:, 2])
+            if stop_fn
+            else jnp.zeros_like(live)
+        )
+        line_start = jnp.where(f[:, 3], c["line_start"], f[:, 1])
+        reason = jnp.where(is_eos, 1, jnp.where(fn_end, 2, c["reason"]))
+        reason = jnp.where(live & ~is_eos & ~fn_end & (t + 1 >= max_new), 3, reason)
+        new_done = done | is_eos | fn_end
+        pos = (ctx["start_pos"] + t)[:, None]
+        # Generated token t goes to slot t % C of block j = t // C; blocks after j hold
+        # nothing yet and are not read.
+        blocks = c["blocks"]
+        nxt, (k_new, v_new) = model.decode_shared(
+            tok[:, None], pos, ctx["prefix"], blocks[: j + 1], t
+        )
+        at = (0, 0, 0, t - j * C, 0)
+        blk = {
+            name: jax.lax.dynamic_update_slice(
+                blocks[j][name], new[:, :, :, None].astype(blocks[j][name].dtype), at
+            )
+            for name, new in (("k", k_new), ("v", v_new))
+        }
+        return {
+            "t": t + 1,
+            "done": new_done,
+            "logits": nxt[:, -1, :],
+            "blocks": (*blocks[:j], blk, *blocks[j + 1 :]),
+            "out_tok": out_tok,
+            "out_logp": out_logp,
+            "length": length,
+            "line_start": line_start,
+            "reason": reason,
+        }
+
+    return prefill, step
+
+
+def _sample_program(
+    cfg: ModelConfig,
+    graphdef: Any,
+    n: int,
+    max_new: int,
+    top_k: int,
+    use_top_p: bool,
+    stop_fn: bool,
+    vocab_limit: int,
+    row_sharding: Any,
+):
+    """The jitted function for one static configuration (shapes come from the arguments)."""
+    prefill, step = _sample_parts(
+        cfg, graphdef, n, max_new, top_k, use_top_p, stop_fn, vocab_limit, row_sharding
+    )
+    C = _block_size(max_new)
+
+    def run(state, *args):
+        ctx, carry = prefill(state, *args)
         # One loop per cache block, each reading only the blocks written so far; a loop ends
         # at its block's last slot or when every sample has stopped.
-        for j in range(len(blocks)):
+        for j in range(len(carry["blocks"])):
             end = min((j + 1) * C, max_new)
             carry = jax.lax.while_loop(
                 lambda c, end=end: (c["t"] < end) & ~jnp.all(c["done"]),
-                functools.partial(body, j=j),
+                lambda c, j=j: step(state, ctx, c, j),
                 carry,
             )
         return carry["out_tok"], carry["out_logp"], carry["length"], carry["reason"]
@@ -433,10 +479,7 @@ class Sampler:
         return prog
 
     def _batch_questions(self, n: int) -> int:
-        """Questions per batch, rounded so that questions x n rows divide over the shards."""
-        q = self.questions_per_batch
-        step = self._n_shards // math.gcd(n, self._n_shards)
-        return -(-q // step) * step
+        return batch_questions(self.questions_per_batch, n, self._n_shards)
 
     # -- public API ---------------------------------------------------------------------------
     def sample_ids(
