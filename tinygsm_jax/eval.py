@@ -18,6 +18,12 @@ when given, scores each sample at its last token. Writes into DIR, each file ato
   of the N-sample phase (generated tokens, seconds and tokens/s, compilation excluded).
 * report.md (a table) and accuracy_vs_n.png (pass@k, maj@k, verify@k against k).
 
+Multi-host (a TPU pod slice, or `--coordinator-address/--num-processes/--process-id`): every
+host runs the same command with the same --out. The decode (and the verifier's scoring) is one
+global data-parallel program over every chip of every host (`tinygsm_jax.sampler`), so the
+samples are exactly those of one process with the same devices; process 0 alone executes the
+programs and writes DIR while the others wait for it, so each file is written once.
+
 The verifier sees exactly its training layout (`data.schema.layout`): prompt tokens, then body
 tokens (the body cut at the function end, stripped, one newline). The score is its output at
 the body's last token: the last position trained with the candidate's label (its training
@@ -36,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from tinygsm_jax.cli import UserError, atomic_path, atomic_write_json, atomic_write_text, run_main
+from tinygsm_jax.sharding import add_distributed_args, initialize_from_args, is_lead, sync
 
 _SCORE_BATCH = 32
 
@@ -80,6 +87,25 @@ def execute_completions(
             })  # fmt: skip
         out.append(rows)
     return out
+
+
+def gather(x) -> np.ndarray:
+    """A (possibly multi-host) array's full value on every process."""
+    import jax
+
+    if jax.process_count() > 1 and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(jax.device_get(x))
+
+
+def progress_bar(**kwargs):
+    """tqdm on stderr, shown by process 0 only (every host runs the same loop)."""
+    import jax
+    from tqdm import tqdm
+
+    return tqdm(file=sys.stderr, disable=jax.process_index() != 0, **kwargs)
 
 
 def make_mesh_for_sampling():
@@ -145,7 +171,9 @@ class Scorer:
         seqs = [self.ids(q, c) for q, c in pairs]
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         scores = [0.0] * len(seqs)
-        for b in tqdm(range(0, len(order), self.batch), desc=desc, leave=False, file=sys.stderr):
+        bar = tqdm(range(0, len(order), self.batch), desc=desc, leave=False, file=sys.stderr,
+                   disable=jax.process_index() != 0)  # fmt: skip
+        for b in bar:
             idx = order[b : b + self.batch]
             T = _bucket(max(len(seqs[i]) for i in idx), self.cfg.max_len)
             tokens = np.zeros((self.batch, T), np.int32)
@@ -157,7 +185,7 @@ class Scorer:
             args = [tokens, segments, last]
             if self.mesh is not None:
                 args = [jax.device_put(a, self._rows) for a in args]
-            out = np.asarray(jax.device_get(self._fn(self.state, *args)))
+            out = gather(self._fn(self.state, *args))
             for r, i in enumerate(idx):
                 scores[i] = float(out[r])
         return scores
@@ -281,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the sandbox without a missing isolation layer",
     )
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, help="output directory (multi-host: one all hosts see)")
+    add_distributed_args(p)
     return p
 
 
@@ -332,8 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory")
+    initialize_from_args(args)  # multi-host: before anything touches a device
     import jax
-    from tqdm import tqdm
 
     from tinygsm_jax.bestofn import compute_metrics, ranking_quality
     from tinygsm_jax.checkpoint import load_model
@@ -351,13 +380,13 @@ def main(argv: list[str] | None = None) -> int:
     # The eval's own random stream: never one that made verifier data (see `stream_seed`).
     seed = stream_seed(args.seed, "eval", args.temperature)
     common = dict(max_new_tokens=args.max_new_tokens, seed=seed, stop_at_function_end=True)
-    with tqdm(total=len(items), desc="greedy", unit=" questions", file=sys.stderr) as bar:
+    with progress_bar(total=len(items), desc="greedy", unit=" questions") as bar:
         greedy = sampler.generate(
             prompts, SamplingParams(n=1, temperature=0.0, **common), qids, bar
         )
     before = dataclass_copy(sampler.stats)
-    with tqdm(
-        total=len(items), desc=f"sampling {args.n}/question", unit=" questions", file=sys.stderr
+    with progress_bar(
+        total=len(items), desc=f"sampling {args.n}/question", unit=" questions"
     ) as bar:
         samples = sampler.generate(
             prompts, SamplingParams(n=args.n, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
@@ -374,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
                 for c in per_q
             ]
         )
-    if jax.process_index() != 0:
+    if not is_lead():  # process 0 executes and writes; the others wait for it
+        sync("eval: written")
         return 0
 
     with make_sandbox(args.workers, args.timeout, args.allow_degraded) as sandbox:
@@ -406,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", report_markdown(report))
     plot_accuracy(report, out / "accuracy_vs_n.png")
+    sync("eval: written")
     m = report["metrics"]
     n = args.n
     extra = f", verify@{n} {100 * m[f'verify@{n}']:.1f}%" if f"verify@{n}" in m else ""

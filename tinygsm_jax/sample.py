@@ -5,7 +5,8 @@
 Temperature 0 (the default) is greedy decoding; sampling stops at EOS or after N tokens. The
 prompt is used as given (no special tokens added); stdout receives exactly the completion text
 (no EOS, no trailing newline added), so it composes in shell pipelines. With
-`--stop-at-function-end` it also stops where a TinyGSM function body ends.
+`--stop-at-function-end` it also stops where a TinyGSM function body ends. Multi-host: every
+host runs the same command (or gives the multi-process flags); process 0 prints.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="stop where a TinyGSM function body ends",
     )
+    from tinygsm_jax.sharding import add_distributed_args, initialize_from_args
+
+    add_distributed_args(p)
     args = p.parse_args(argv)
     if args.max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
@@ -43,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--top-k must be >= 0 and --top-p in (0, 1]")
     if not args.prompt:
         raise UserError("--prompt is empty")
+
+    initialize_from_args(args)  # multi-host: before anything touches a device
+    import jax
 
     from tinygsm_jax.checkpoint import load_model
     from tinygsm_jax.sampler import Sampler, SamplingParams
@@ -57,7 +64,14 @@ def main(argv: list[str] | None = None) -> int:
             f"--prompt has {len(ids)} tokens; with --max-new-tokens {args.max_new_tokens} the model's "
             f"max_len {loaded.config.max_len} allows {limit}"
         )
-    sampler = Sampler(loaded.model, tok, questions_per_batch=1)
+    # Several processes: one global program (every host must join the computation); one
+    # process alone keeps the default device.
+    mesh = None
+    if jax.process_count() > 1:
+        from tinygsm_jax.eval import make_mesh_for_sampling
+
+        mesh = make_mesh_for_sampling()
+    sampler = Sampler(loaded.model, tok, mesh=mesh, questions_per_batch=1)
     params = SamplingParams(
         n=1,
         temperature=args.temperature,
@@ -68,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         stop_at_function_end=args.stop_at_function_end,
     )
     completion = sampler.generate([args.prompt], params)[0][0]
+    if jax.process_index() != 0:  # every host holds the same text: process 0 prints it
+        return 0
     sys.stdout.write(completion.text)
     sys.stdout.flush()
     return 0

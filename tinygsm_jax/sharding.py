@@ -9,6 +9,7 @@ over data x fsdp while the parameters' `embed` dimension shards over fsdp (ZeRO-
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import contextvars
 import math
@@ -163,9 +164,60 @@ def initialize_distributed(
     multi_host_tpu = "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
     if not (coordinator_address or (num_processes or 1) > 1 or multi_host_tpu):
         return
+    if _distributed_initialized():  # e.g. train's in-loop eval, or several CLIs in one process
+        return
     if coordinator_address is None and not multi_host_tpu:
         raise UserError("--num-processes > 1 needs --coordinator-address HOST:PORT")
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
         coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
     )
+
+
+def _distributed_initialized() -> bool:
+    is_init = getattr(jax.distributed, "is_initialized", None)
+    if is_init is not None:
+        return bool(is_init())
+    from jax._src import distributed
+
+    return distributed.global_state.client is not None
+
+
+def add_distributed_args(parser: argparse.ArgumentParser) -> None:
+    """The multi-process flags every device-using CLI takes (train, eval, verifier_data, sample)."""
+    g = parser.add_argument_group(
+        "multi-process (automatic on a multi-host TPU slice; give all three elsewhere)"
+    )
+    g.add_argument("--coordinator-address", help="HOST:PORT of process 0")
+    g.add_argument("--num-processes", type=int, help="number of processes in the run")
+    g.add_argument("--process-id", type=int, help="this process's index in the run")
+
+
+def initialize_from_args(args: argparse.Namespace) -> None:
+    """`initialize_distributed` from the flags of `add_distributed_args`."""
+    initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+
+
+def is_lead() -> bool:
+    """Process 0: the one that executes programs and writes files in a multi-process run."""
+    return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+    """Every process waits here for the others (a no-op with one process).
+
+    Used where process 0 alone writes: the others must not exit (or read) before it is done.
+    """
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def broadcast_from_lead(x: np.ndarray) -> np.ndarray:
+    """Process 0's value of a small host array, on every process (so all hosts agree)."""
+    if jax.process_count() == 1:
+        return x
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.broadcast_one_to_all(x))

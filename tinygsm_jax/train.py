@@ -368,18 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workdir", required=True, help="where checkpoints, metrics.jsonl and TensorBoard go"
     )
-    parser.add_argument(
-        "--coordinator-address", help="HOST:PORT of process 0 (multi-process runs off TPU)"
-    )
-    parser.add_argument(
-        "--num-processes", type=int, help="number of processes in a multi-process run"
-    )
-    parser.add_argument(
-        "--process-id", type=int, help="this process's index in a multi-process run"
-    )
+    sharding.add_distributed_args(parser)
     args, overrides = parser.parse_known_args(argv)
     config = load_config(args.config, overrides)
-    sharding.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+    sharding.initialize_from_args(args)
     return train(config, as_path(args.workdir))
 
 

@@ -21,9 +21,12 @@ Each (checkpoint, temperature) pass samples from its own random stream (`samplin
 `--dedup` drops exact repeats of (question, code) across the whole set: right programs repeat
 far more than wrong ones, so without it the verifier sees the same right program many times.
 
-Multi-host: every process samples (the decode is one global computation); process 0 executes
-and writes, so DIR must be on a file system all hosts see (or the hosts disagree on which
-chunks are done).
+Multi-host (a TPU pod slice, or `--coordinator-address/--num-processes/--process-id`): every
+host runs the same command with the same --out. Every process takes part in sampling (the
+decode is one global data-parallel program over all chips, so the samples are exactly those
+of one process with the same devices); process 0 executes, labels and writes, and decides
+which chunks are done (its view is broadcast, so the hosts cannot disagree). DIR should be on
+a file system all hosts see (gs:// works) so that a rerun from any host resumes.
 """
 
 from __future__ import annotations
@@ -41,7 +44,15 @@ from tinygsm_jax.eval import (
     execute_completions,
     load_generator,
     make_sandbox,
+    progress_bar,
     write_jsonl,
+)
+from tinygsm_jax.sharding import (
+    add_distributed_args,
+    broadcast_from_lead,
+    initialize_from_args,
+    is_lead,
+    sync,
 )
 
 # Measured on the demo's dev split (benchmarks/RESULTS.md, "verifier"): see the README.
@@ -145,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         help="drop exact repeats of (question, code) from candidates.jsonl, keeping the first "
         f"(default: {'on' if DEDUP_DEFAULT else 'off'}; the chunks keep every sample)",
     )
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="output directory (multi-host: one all hosts see)")
+    add_distributed_args(p)
     args = p.parse_args(argv)
     from tinygsm_jax.eval import check_sampling_args
 
@@ -154,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from tinygsm_jax.data.eval_sets import load_eval_set
 
     items = load_eval_set(args.questions)[: args.limit]
+    initialize_from_args(args)  # multi-host: before anything touches a device
     gens = [checkpoint_label(g) for g in args.generator]  # all checked before any sampling
     out = Path(args.out)
     chunks_dir = out / "chunks"
@@ -168,13 +181,15 @@ def main(argv: list[str] | None = None) -> int:
                               questions_digest])  # fmt: skip
             name = f"{label}_T{t:g}_{hashlib.sha256(key.encode()).hexdigest()[:10]}.jsonl"
             plan.append((path, label, t, chunks_dir / name))
-    todo = [c for c in plan if not c[3].is_file()]
-    if len(todo) < len(plan):
+    import numpy as np
+
+    # Process 0's view of which chunks are done, on every host: they must sample the same ones.
+    done = broadcast_from_lead(np.array([c[3].is_file() for c in plan], np.int32))
+    todo = [c for c, d in zip(plan, done) if not d]
+    if len(todo) < len(plan) and is_lead():
         print(
             f"resuming: {len(plan) - len(todo)} of {len(plan)} chunks already done", file=sys.stderr
         )
-
-    import jax
 
     from tinygsm_jax.sampler import SamplingParams
     from tinygsm_jax.solution_format import make_prompt
@@ -190,8 +205,6 @@ def main(argv: list[str] | None = None) -> int:
                 current = (path, *load_generator(path, args.questions_per_batch))
                 check_prompts(current[2], prompts, args.max_new_tokens, args.questions)
             sampler = current[2]
-            from tqdm import tqdm
-
             params = SamplingParams(
                 n=args.n,
                 temperature=t,
@@ -201,11 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                 seed=sampling_seed(args.seed, label, t),
                 stop_at_function_end=True,
             )
-            with tqdm(
-                total=len(items), desc=f"{label} T={t:g}", unit=" questions", file=sys.stderr
-            ) as bar:
+            with progress_bar(total=len(items), desc=f"{label} T={t:g}", unit=" questions") as bar:
                 samples = sampler.generate(prompts, params, qids, bar)
-            if jax.process_index() != 0:
+            if not is_lead():  # process 0 executes and writes; the others sample the next chunk
                 continue
             if sandbox is None:
                 sandbox = make_sandbox(args.workers, args.timeout, args.allow_degraded)
@@ -222,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if sandbox is not None:
             sandbox.close()
-    if jax.process_index() != 0:
+    if not is_lead():
+        sync("verifier_data: written")
         return 0
 
     all_rows, stats = [], []
@@ -238,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         "questions": args.questions, "n_questions": len(items), "n": args.n, "chunks": stats, "total": total,
         "dedup": args.dedup, "written": chunk_stats(all_rows),
     })  # fmt: skip
+    sync("verifier_data: written")
     print(
         f"{total['candidates']} candidates ({total['correct']} correct, {100 * total['accuracy']:.1f}%) from "
         f"{len(gens)} checkpoint(s) x {len(temps)} temperature(s) in {time.time() - start:.0f}s; wrote {out}/candidates.jsonl"

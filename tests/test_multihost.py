@@ -1,0 +1,178 @@
+"""eval and verifier_data across processes: 2 processes x 4 CPU devices (gloo on loopback).
+
+The decode is one global data-parallel program, so two processes of four devices compute
+exactly what one process of eight does (same devices, same rows per device, each sample's
+random stream keyed by question and sample): the rows must be identical. Process 0 alone
+executes and writes: every file is written once, by one process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_eval import ckpts, read_rows  # noqa: F401  (the session's tiny checkpoints)
+
+ROOT = Path(__file__).resolve().parents[1]
+SUPPORT = Path(__file__).resolve().parent / "multihost_support.py"
+QUESTIONS = [
+    ("Natalia sold 48 clips in April and half as many in May. How many clips in total?", "72"),
+    ("Weng earns $12 an hour. She worked 50 minutes. How much did she earn?", "10"),
+    ("A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts?", "3"),
+    ("James writes a 3-page letter to 2 friends twice a week. How many pages a year?", "624"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(devices: int, cache: Path) -> dict:
+    return {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "PYTHONPATH": str(ROOT),
+        "JAX_COMPILATION_CACHE_DIR": str(cache),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    }
+
+
+def launch(out: Path, commands: list[list[str]], processes: int, devices: int, cache: Path):
+    """Run the CLIs `commands` in `processes` processes of `devices` CPU devices each.
+
+    Returns, per process, the files it wrote (in order) and its stdout.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    procs = []
+    for i in range(processes):
+        argv = []
+        for k, cmd in enumerate(commands):
+            argv += (["--then"] if k else []) + cmd
+            if processes > 1:
+                argv += ["--coordinator-address", f"127.0.0.1:{port}",
+                         "--num-processes", str(processes), "--process-id", str(i)]  # fmt: skip
+        log = out / f"writes.{i}"
+        log.write_text("")
+        procs.append((log, subprocess.Popen(
+            [sys.executable, str(SUPPORT), str(log), *argv], env=_env(devices, cache),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))  # fmt: skip
+    results = []
+    for log, p in procs:
+        stdout, stderr = p.communicate(timeout=900)
+        assert p.returncode == 0, stderr[-3000:]
+        stdout = "".join(x for x in stdout.splitlines(True) if not x.startswith("[Gloo]"))
+        results.append(([json.loads(x) for x in log.read_text().splitlines()], stdout))
+        log.unlink()
+    return results
+
+
+@pytest.fixture(scope="module")
+def runs(ckpts, tmp_path_factory):  # noqa: F811
+    base = tmp_path_factory.mktemp("multihost")
+    questions = base / "questions.jsonl"
+    questions.write_text(
+        "".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in QUESTIONS)
+    )
+    cache = base / "jax_cache"
+
+    def commands(out: Path) -> list[list[str]]:
+        common = [
+            "--n",
+            "4",
+            "--max-new-tokens",
+            "12",
+            "--questions-per-batch",
+            "2",
+            "--workers",
+            "1",
+        ]
+        return [
+            ["verifier_data", "--generator", str(ckpts["gen"]), "--questions", f"jsonl:{questions}",
+             "--temperatures", "0.7", *common, "--out", str(out / "vdata")],
+            ["eval", "--generator", str(ckpts["gen"]), "--verifier", str(ckpts["verifier"]),
+             "--dataset", f"jsonl:{questions}", *common, "--out", str(out / "eval")],
+        ]  # fmt: skip
+
+    got = {}
+    for name, processes, devices in (("2x4", 2, 4), ("1x8", 1, 8), ("1x1", 1, 1)):
+        out = base / name
+        got[name] = (out, launch(out, commands(out), processes, devices, cache))
+    got["commands"] = commands
+    got["cache"] = cache
+    return got
+
+
+OUTPUTS = (
+    "vdata/candidates.jsonl",
+    "vdata/stats.json",
+    "eval/candidates.jsonl",
+    "eval/greedy.jsonl",
+)
+
+
+def test_two_processes_write_exactly_what_one_process_of_eight_writes(runs):
+    (out2, per_process), (out8, _) = runs["2x4"], runs["1x8"]
+    for name in OUTPUTS:
+        assert (out2 / name).read_text() == (out8 / name).read_text(), name
+    rows = read_rows(out2 / "eval/candidates.jsonl")
+    assert len(rows) == 4 * 4 and all(
+        "score" in r for r in rows
+    )  # the verifier scored on 8 devices
+    m2, m8 = (json.loads((o / "eval/report.json").read_text()) for o in (out2, out8))
+    assert m2["metrics"] == m8["metrics"] and m2["devices"] == m8["devices"] == 8
+    # Each file written once, by process 0 only; nothing else is left in the output directories.
+    (writes0, stdout0), (writes1, stdout1) = per_process
+    assert writes1 == [] and stdout1 == ""
+    assert len(writes0) == len(set(writes0))
+    assert {str(out2 / name) for name in OUTPUTS} <= set(writes0)
+    files = lambda o: sorted(str(p.relative_to(o)) for p in o.rglob("*") if p.is_file())  # noqa: E731
+    assert files(out2) == files(out8)
+    assert "candidates" in stdout0 and "questions x 4 samples" in stdout0
+
+
+def test_one_device_agrees_but_for_rare_floating_point_flips(runs):
+    """One device holds all 8 rows of a batch instead of 1: XLA sums in another order, which can
+    move a float32 logit by ~1e-6 and, where two tokens (or a uniform draw and the CDF) are that
+    close, flip one sampled token and so the rest of that sample. With 4 questions x 4 samples,
+    at most 2 of 16 may differ (in practice 0); the greedy decodes must all agree."""
+    (out1, _), (out8, _) = runs["1x1"], runs["1x8"]
+    for name in ("vdata/candidates.jsonl", "eval/candidates.jsonl"):
+        a, b = read_rows(out1 / name), read_rows(out8 / name)
+        assert [(r["question_id"], r["sample"]) for r in a] == [
+            (r["question_id"], r["sample"]) for r in b
+        ]
+        differ = [(x, y) for x, y in zip(a, b) if x["code"] != y["code"]]
+        assert len(differ) <= 2, name
+        for x, y in zip(a, b):
+            if x["code"] == y["code"]:
+                assert x["answer"] == y["answer"] and x["correct"] == y["correct"]
+                assert x.get("label") == y.get("label")
+                assert x.get("logprob", 0) == pytest.approx(y.get("logprob", 0), abs=1e-4)
+                assert x.get("score", 0) == pytest.approx(y.get("score", 0), abs=1e-4)
+    g1, g8 = (read_rows(o / "eval/greedy.jsonl") for o in (out1, out8))
+    assert [r["code"] for r in g1] == [r["code"] for r in g8]
+
+
+def test_two_processes_resume_a_deleted_chunk(runs, ckpts):  # noqa: F811
+    """verifier_data resumes on several hosts as on one: only the missing chunk is sampled again."""
+    out, _ = runs["2x4"]
+    before = (out / "vdata/candidates.jsonl").read_text()
+    (chunk,) = (out / "vdata/chunks").iterdir()
+    chunk.unlink()
+    vdata_only = runs["commands"](out)[:1]
+    (writes0, _), (writes1, _) = launch(out, vdata_only, 2, 4, runs["cache"])
+    assert writes1 == [] and str(chunk) in writes0 and len(writes0) == len(set(writes0))
+    assert (out / "vdata/candidates.jsonl").read_text() == before
+    # Nothing to do: no chunk is sampled or written again.
+    (writes0, _), (writes1, _) = launch(out, vdata_only, 2, 4, runs["cache"])
+    assert str(chunk) not in writes0 and writes1 == []
