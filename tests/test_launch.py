@@ -195,3 +195,100 @@ def test_bad_options_are_one_clear_line(args, message):
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert commands(proc.stdout) == []
+
+
+# -- tpu_run.sh: any tinygsm_jax command on every worker ---------------------------------------
+def test_run_dry_run_runs_the_command_on_every_worker():
+    proc = run(
+        [
+            LAUNCH / "tpu_run.sh",
+            "--zone",
+            "us-west4-a",
+            "--accelerator-type",
+            "v5e-16",
+            "--dry-run",
+            "--",
+            "python",
+            "-m",
+            "tinygsm_jax.verifier_data",
+            "--generator",
+            "gs://b/gen/1000",
+            "gs://b/gen/6000",
+            "--questions",
+            "gsm8k:gs://b/gsm8k/train.jsonl",
+            "--n",
+            "48",
+            "--out",
+            "gs://b/vdata",
+        ]  # fmt: skip
+    )
+    assert proc.returncode == 0, proc.stderr
+    cmds = commands(proc.stdout)
+    assert cmds[1] == (
+        "gcloud compute tpus tpu-vm create tinygsm --zone us-west4-a --accelerator-type v5litepod-16 "
+        "--version v2-alpha-tpuv5-lite"
+    )
+    ssh = [c for c in cmds if c.startswith("gcloud compute tpus tpu-vm ssh tinygsm")]
+    assert len(ssh) == 2 and all("--worker=all" in c for c in ssh)  # install, then the command
+    assert "pip install" in ssh[0] and "[tpu]" in ssh[0]
+    assert (
+        "cd $HOME/tinygsm_jax && $HOME/tinygsm-venv/bin/python -m tinygsm_jax.verifier_data "
+        "--generator gs://b/gen/1000 gs://b/gen/6000 --questions gsm8k:gs://b/gsm8k/train.jsonl "
+        "--n 48 --out gs://b/vdata 2>&1 | tee -a $HOME/tinygsm_run.log" in ssh[1]
+    )
+
+
+def test_run_keeps_arguments_with_spaces_and_quotes_through_ssh(fake_gcloud, tmp_path):
+    """The remote command the fake gcloud receives, run by a shell, gives back every argument."""
+    env, log = fake_gcloud
+    env["FAKE_TPU_STATE"] = "READY"
+    prompt = 'it\'s a "test" with $HOME'
+    proc = run(
+        [
+            LAUNCH / "tpu_run.sh",
+            "--zone",
+            "z",
+            "--skip-install",
+            "--",
+            "python",
+            "-m",
+            "tinygsm_jax.sample",
+            "--checkpoint",
+            "gs://b/g",
+            "--prompt",
+            prompt,
+        ],  # fmt: skip
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    ssh = log.read_text().splitlines()[-1]
+    assert ssh.split()[3] == "ssh" and "--worker=all" in ssh
+    remote = ssh.split("--command ", 1)[1]
+    # What the worker's shell would pass to python: replace the interpreter with printf.
+    remote = (
+        remote.split("&& ", 1)[1]
+        .split(" 2>&1")[0]
+        .replace("$HOME/tinygsm-venv/bin/python", "printf '%s\\n'")
+    )
+    out = subprocess.run([BASH, "-c", remote], capture_output=True, text=True).stdout.splitlines()
+    assert out == ["-m", "tinygsm_jax.sample", "--checkpoint", "gs://b/g", "--prompt", prompt]
+
+
+@pytest.mark.parametrize(
+    "cmd, message",
+    [
+        ([], "give the command after --"),
+        (["ls", "-l", "/"], "must be 'python -m tinygsm_jax.MODULE"),
+        (["python", "-m", "tinygsm_jax.nope"], "no module tinygsm_jax.nope"),
+        (["python", "-m", "tinygsm_jax.eval", "--out", "/tmp/eval"], "--out must be a gs:// path"),
+        (
+            ["python", "-m", "tinygsm_jax.train", "--workdir=runs/x"],
+            "--workdir must be a gs:// path",
+        ),
+    ],
+)
+def test_run_bad_commands_are_one_clear_line(cmd, message):
+    proc = run([LAUNCH / "tpu_run.sh", "--zone", "z", "--dry-run", "--", *cmd])
+    assert proc.returncode == 2
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert commands(proc.stdout) == []
