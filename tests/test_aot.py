@@ -182,3 +182,44 @@ def test_probes_match_a_fully_unrolled_step():
     assert loops == 0
     assert flops == pytest.approx(full_flops, rel=0.01)
     assert nbytes == pytest.approx(full_bytes, rel=0.15)  # fusion across iterations differs
+
+
+# -- the sampler (--program sample) -----------------------------------------------------------
+SAMPLE_KEYS = ("n_params", "fits", "peak_bytes_per_chip", "hbm_bytes_per_chip", "max_questions_per_batch",
+               "projected_step_seconds", "projected_tokens_per_second", "verifier_data_hours", "eval_hours")  # fmt: skip
+
+
+@needs_libtpu
+@pytest.mark.tpu
+def test_sampler_compiles_and_projects_the_decode_step(capsys):
+    argv = ["--program", "sample", "--config", "tiny", "--topology", "v5e-4", "--n", "8",
+            "--questions-per-batch", "2", "--max-new-tokens", "64", "--prompt-len", "40"]  # fmt: skip
+    rc, r, _ = _run_json(capsys, argv)
+    assert rc == 0 and r["fits"] and all(key in r for key in SAMPLE_KEYS)
+    assert r["prompt_len"] == 64 and r["rows_per_batch"] == 16 and r["rows_per_chip"] == 4
+    assert r["param_bytes_per_chip"] == 4 * r["n_params"]  # float32, replicated: data parallel
+    assert r["param_bytes_per_chip"] < r["peak_bytes_per_chip"] <= r["hbm_bytes_per_chip"]
+    assert r["probe_extra_loops"] == 0  # the step probes kept no loop: every layer is counted
+    # A decode step multiplies each row by every weight matrix once: ~2 FLOPs per parameter and
+    # row (the embedding is a lookup, attention over <= 128 slots is small at this width).
+    matmul = 2 * r["n_params"] * r["rows_per_chip"]
+    assert 0.7 * matmul < r["xla_step_flops_per_chip"] < 1.5 * matmul
+    assert r["bound"] == "memory"  # 4 rows per chip: decoding reads far more than it computes
+    batch = r["projected_batch_seconds"]
+    assert r["projected_tokens_per_second"] == pytest.approx(16 * 64 / batch)
+    assert r["verifier_data_hours"] == pytest.approx(6 * -(-7473 // 2) * batch / 3600)
+    assert r["eval_hours"] > -(-1319 // 2) * batch / 3600  # plus the greedy pass
+
+
+@needs_libtpu
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--config", "tiny_verifier"], "needs a generator config"),
+        (["--config", "tiny", "--prompt-len", "400"], "exceed model.max_len 512"),
+        (["--config", "tiny", "--n", "0"], "--n must be at least 1"),
+    ],
+)
+def test_sampler_bad_input_is_one_line(extra, message):
+    with pytest.raises(UserError, match=message):
+        aot.main(["--program", "sample", "--topology", "v5e-4", *extra])

@@ -383,8 +383,8 @@ def format_report(r: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tinygsm_jax.aot",
-        description="Compile the train step for a Cloud TPU topology (no TPU needed): memory per chip, "
-        "projected step time and MFU.",
+        description="Compile the train step (or the sampler) for a Cloud TPU topology (no TPU needed): "
+        "memory per chip, projected step time and MFU (tokens/s and job cost).",
     )
     add_config_args(parser)
     parser.add_argument(
@@ -396,14 +396,50 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only compile for memory; skip the step-time probes",
     )
+    parser.add_argument(
+        "--program",
+        choices=("train", "sample"),
+        default="train",
+        help="the train step (default) or the best-of-N sampler's batch (tinygsm_jax.aot_sampler)",
+    )
+    sample = parser.add_argument_group("--program sample")
+    sample.add_argument("--n", type=int, default=48, help="samples per question [48]")
+    sample.add_argument("--questions-per-batch", type=int, default=8, help="[8]")
+    sample.add_argument("--max-new-tokens", type=int, default=256, help="[256]")
+    sample.add_argument(
+        "--prompt-len",
+        type=int,
+        default=256,
+        help="prompt tokens (bucketed as the sampler does) [256]",
+    )
     args, overrides = parser.parse_known_args(argv)
     topo = parse_topology(args.topology)  # bad names fail before the config is even loaded
     _ensure_libtpu()
     config = load_config(args.config, overrides)
-    report = {"config": args.config, **analyze(config, topo.name, project=not args.no_projection)}
-    print(format_report(report))
+    if args.program == "sample":
+        from tinygsm_jax import aot_sampler
+
+        report = {"config": args.config, **aot_sampler.analyze_sampler(
+            config, topo.name, n=args.n, questions_per_batch=args.questions_per_batch,
+            max_new_tokens=args.max_new_tokens, prompt_len=args.prompt_len,
+            project=not args.no_projection)}  # fmt: skip
+        print(aot_sampler.format_report(report))
+    else:
+        report = {
+            "config": args.config,
+            **analyze(config, topo.name, project=not args.no_projection),
+        }
+        print(format_report(report))
     if args.json:
         print(json.dumps(report, sort_keys=True))
+    if not report["fits"] and args.program == "sample":
+        print(
+            f"does not fit: {report['questions_per_batch']} questions x {args.n} samples need "
+            f"{_gib(report['peak_bytes_per_chip'])} per chip, {topo.name} has {_gib(report['hbm_bytes_per_chip'])}; "
+            f"largest batch that fits: {report['max_questions_per_batch']} questions",
+            file=sys.stderr,
+        )
+        return 1
     if not report["fits"]:
         over = report["peak_bytes_per_chip"] - report["hbm_bytes_per_chip"]
         print(
