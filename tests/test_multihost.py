@@ -97,6 +97,8 @@ def runs(ckpts, tmp_path_factory):  # noqa: F811
             "1",
         ]
         return [
+            ["sample", "--checkpoint", str(ckpts["gen"]), "--prompt", "def simple_math_problem() -> int:\n",
+             "--max-new-tokens", "6"],
             ["verifier_data", "--generator", str(ckpts["gen"]), "--questions", f"jsonl:{questions}",
              "--temperatures", "0.7", *common, "--out", str(out / "vdata")],
             ["eval", "--generator", str(ckpts["gen"]), "--verifier", str(ckpts["verifier"]),
@@ -138,6 +140,11 @@ def test_two_processes_write_exactly_what_one_process_of_eight_writes(runs):
     files = lambda o: sorted(str(p.relative_to(o)) for p in o.rglob("*") if p.is_file())  # noqa: E731
     assert files(out2) == files(out8)
     assert "candidates" in stdout0 and "questions x 4 samples" in stdout0
+    # sample: process 0 prints the completion (first on stdout), the same text as one process.
+    _, stdout8 = runs["1x8"][1][0]
+    # (no newline after it: verifier_data's summary, "16 candidates (...", follows directly).
+    completion = stdout0.split("16 candidates (")[0]
+    assert completion == stdout8.split("16 candidates (")[0] and len(stdout0) > len(completion)
 
 
 def test_one_device_agrees_but_for_rare_floating_point_flips(runs):
@@ -155,7 +162,7 @@ def test_one_device_agrees_but_for_rare_floating_point_flips(runs):
         assert len(differ) <= 2, name
         for x, y in zip(a, b):
             if x["code"] == y["code"]:
-                assert x["answer"] == y["answer"] and x["correct"] == y["correct"]
+                assert x["answer"] == y["answer"] and x.get("correct") == y.get("correct")
                 assert x.get("label") == y.get("label")
                 assert x.get("logprob", 0) == pytest.approx(y.get("logprob", 0), abs=1e-4)
                 assert x.get("score", 0) == pytest.approx(y.get("score", 0), abs=1e-4)
@@ -169,10 +176,36 @@ def test_two_processes_resume_a_deleted_chunk(runs, ckpts):  # noqa: F811
     before = (out / "vdata/candidates.jsonl").read_text()
     (chunk,) = (out / "vdata/chunks").iterdir()
     chunk.unlink()
-    vdata_only = runs["commands"](out)[:1]
+    vdata_only = runs["commands"](out)[1:2]
     (writes0, _), (writes1, _) = launch(out, vdata_only, 2, 4, runs["cache"])
     assert writes1 == [] and str(chunk) in writes0 and len(writes0) == len(set(writes0))
     assert (out / "vdata/candidates.jsonl").read_text() == before
     # Nothing to do: no chunk is sampled or written again.
     (writes0, _), (writes1, _) = launch(out, vdata_only, 2, 4, runs["cache"])
     assert str(chunk) not in writes0 and writes1 == []
+
+
+def test_verifier_data_reads_and_writes_gs_paths(ckpts, tmp_path, monkeypatch, capsys):  # noqa: F811
+    """On a pod --out and the questions live in the bucket: URLs must survive (no local 'gs:/')."""
+    import tempfile
+
+    from test_remote_paths import fake_gcs
+
+    from tinygsm_jax import verifier_data
+
+    bucket = tmp_path / "gcs"
+    (bucket / "bucket").mkdir(parents=True)
+    (bucket / "bucket" / "q.jsonl").write_text(
+        "".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in QUESTIONS[:2])
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    argv = ["--generator", str(ckpts["gen"]), "--questions", "jsonl:gs://bucket/q.jsonl", "--n", "2",
+            "--temperatures", "0.7", "--max-new-tokens", "8", "--workers", "1", "--out", "gs://bucket/vdata"]  # fmt: skip
+    with fake_gcs(bucket):
+        assert verifier_data.main(argv) == 0
+        assert verifier_data.main(argv) == 0  # resumed from the bucket: nothing sampled again
+    assert "resuming: 1 of 1 chunks already done" in capsys.readouterr().err
+    rows = read_rows(bucket / "bucket" / "vdata" / "candidates.jsonl")
+    assert len(rows) == 2 * 2 and len(list((bucket / "bucket" / "vdata" / "chunks").iterdir())) == 1
+    assert not (tmp_path / "gs:").exists()

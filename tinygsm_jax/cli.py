@@ -157,7 +157,7 @@ def read_jsonl(
 
     Blank lines are skipped; every row must be a JSON object holding the `required` keys.
     """
-    path = Path(path)
+    path = as_path(path)  # gs:// too
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     with path.open(encoding="utf-8") as f:

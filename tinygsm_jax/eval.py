@@ -41,7 +41,14 @@ from typing import Any
 
 import numpy as np
 
-from tinygsm_jax.cli import UserError, atomic_path, atomic_write_json, atomic_write_text, run_main
+from tinygsm_jax.cli import (
+    UserError,
+    as_path,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    run_main,
+)
 from tinygsm_jax.sharding import add_distributed_args, initialize_from_args, is_lead, sync
 
 _SCORE_BATCH = 32
@@ -358,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     from tinygsm_jax.data.eval_sets import load_eval_set
 
     items = load_eval_set(args.dataset)[: args.limit]
-    out = Path(args.out)
+    out = as_path(args.out)  # gs:// too: the directory every host of a pod sees
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory")
     initialize_from_args(args)  # multi-host: before anything touches a device

@@ -38,7 +38,7 @@ import sys
 import time
 from pathlib import Path
 
-from tinygsm_jax.cli import UserError, atomic_write_json, read_jsonl, run_main
+from tinygsm_jax.cli import UserError, as_path, atomic_write_json, read_jsonl, run_main
 from tinygsm_jax.eval import (
     check_prompts,
     execute_completions,
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     items = load_eval_set(args.questions)[: args.limit]
     initialize_from_args(args)  # multi-host: before anything touches a device
     gens = [checkpoint_label(g) for g in args.generator]  # all checked before any sampling
-    out = Path(args.out)
+    out = as_path(args.out)  # gs:// too: the directory every host of a pod sees
     chunks_dir = out / "chunks"
     questions_digest = hashlib.sha256(
         "\n".join(f"{it.index}\t{it.question}\t{it.answer}" for it in items).encode()

@@ -9,12 +9,15 @@ Every item keeps its 0-based position in the file (`index`), so reports can poin
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from tinygsm_jax import answers
-from tinygsm_jax.cli import UserError, read_jsonl
+from tinygsm_jax.cli import UserError, is_remote, read_jsonl
 
 KINDS = ("gsm8k", "svamp", "jsonl")
 
@@ -94,6 +97,19 @@ def _question(value, where: str, field: str = "question") -> str:
     return value.strip()
 
 
+def _local_file(path: str) -> Path:
+    """A gs:// file copied to a temporary local file (removed at exit)."""
+    from etils import epath
+
+    src = epath.Path(path)
+    if not src.is_file():
+        raise UserError(f"{path}: no such file")
+    tmp = Path(tempfile.mkdtemp(prefix="tinygsm_download.")) / src.name
+    atexit.register(shutil.rmtree, tmp.parent, ignore_errors=True)
+    tmp.write_bytes(src.read_bytes())
+    return tmp
+
+
 def load_eval_set(spec: str) -> list[EvalItem]:
     """Load `gsm8k:PATH`, `svamp:PATH` or `jsonl:PATH`; `UserError` for anything wrong."""
     kind, sep, path = spec.partition(":")
@@ -104,6 +120,8 @@ def load_eval_set(spec: str) -> list[EvalItem]:
     if kind not in KINDS:
         raise UserError(f"eval set {spec!r}: unknown kind {kind!r} (one of {', '.join(KINDS)})")
     p = Path(path)
+    if is_remote(path):  # gs://: read through a local copy (every host of a pod sees it)
+        p = _local_file(path)
     if not p.is_file():
         raise UserError(f"{p}: no such file")
     items = {"gsm8k": _gsm8k, "svamp": _svamp, "jsonl": _jsonl}[kind](p)
