@@ -3,7 +3,8 @@
 Key names are a contract (CLIs, tests and docs rely on them):
 model.{vocab_size, d_model, n_layers, n_heads, d_mlp, rotary_dim, max_len, head},
 mesh.{data, fsdp, tensor}, data.{path, seq_len}, train.{steps, global_batch, lr,
-warmup_steps, weight_decay, seed, lm_loss_weight}, checkpoint.every, log.every.
+warmup_steps, weight_decay, seed, lm_loss_weight}, checkpoint.every, log.every,
+eval.{every, dataset, limit, max_new_tokens}.
 """
 
 import ml_collections
@@ -63,4 +64,14 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.log = ml_collections.ConfigDict()
     c.log.every = 10
+
+    # Accuracy during training (tinygsm_jax.train_eval): greedy decodes of eval questions,
+    # executed and scored every `every` steps; 0 = off.
+    c.eval = ml_collections.ConfigDict()
+    c.eval.every = 0
+    # KIND:PATH as in tinygsm_jax.eval (gsm8k, svamp, jsonl; gs:// too), e.g. gsm8k:test.jsonl
+    c.eval.dataset = ""
+    c.eval.limit = 0  # the first K questions; 0 = all
+    c.eval.max_new_tokens = 256
+    c.eval.questions_per_batch = 32
     return c

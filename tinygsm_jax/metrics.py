@@ -3,6 +3,7 @@
 Every line of `metrics.jsonl` is one JSON object with an `event` key:
 - `"run"`: written first by every run (and every resumed run): what it runs on and how big;
 - `"step"`: one per logged step (`step` counted from 1);
+- `"eval"`: accuracy during training (`eval_accuracy`, `eval_seconds`, ...; `tinygsm_jax.train_eval`);
 - `"summary"`: written when a run ends (finished, preempted or out of data).
 Lines are flushed one by one, so a killed run leaves every line it logged, whole.
 
@@ -103,14 +104,15 @@ class MetricsWriter:
         row = {"event": event, **{k: _plain(v) for k, v in fields.items()}}
         self._file.write(json.dumps(row, sort_keys=False) + "\n")
         self._file.flush()
-        if event == "step" and self._tb is not None:
+        if event in ("step", "eval") and self._tb is not None:
             for k, v in row.items():
                 if (
                     k not in ("event", "step", "time")
                     and isinstance(v, (int, float))
                     and np.isfinite(v)
                 ):
-                    self._tb.add_scalar(f"train/{k}", v, row["step"])
+                    tag = f"train/{k}" if event == "step" else f"eval/{k.removeprefix('eval_')}"
+                    self._tb.add_scalar(tag, v, row["step"])
 
     def close(self) -> None:
         if self.enabled:

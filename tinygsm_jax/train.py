@@ -25,7 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from ml_collections import ConfigDict
 
-from tinygsm_jax import checkpoint, sharding
+from tinygsm_jax import checkpoint, sharding, train_eval
 from tinygsm_jax.cli import UserError, as_path, local_copy, run_main
 from tinygsm_jax.config import add_config_args, load_config
 from tinygsm_jax.metrics import MetricsWriter, peak_flops
@@ -212,6 +212,7 @@ def train(config: ConfigDict, workdir: Path) -> int:
     """Run (or resume) training in `workdir`; returns the exit code."""
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
     check_config(config, mesh)
+    train_eval.check_eval_config(config)
     init = check_init_from(config)
     cfg0 = ModelConfig.from_config(config.model)
     check_workdir(workdir, cfg0, config.objective)
@@ -264,6 +265,22 @@ def train(config: ConfigDict, workdir: Path) -> int:
         backend=jax.default_backend(),
     )
 
+    evaluator = (
+        train_eval.TrainEval(config, trainer, tok_dir, workdir)
+        if train_eval.enabled(config)
+        else None
+    )
+
+    def evaluate(step: int) -> None:
+        """Greedy accuracy on the eval questions (every host decodes; process 0 logs)."""
+        m = evaluator(state["params"], step)
+        if m is not None:
+            writer.write("eval", time=time.time(), **m)
+            print(f"step {step}: eval accuracy {m['eval_accuracy']:.1%} "
+                  f"({m['eval_correct']}/{m['eval_questions']}, {m['eval_seconds']:.0f} s)", file=sys.stderr)  # fmt: skip
+
+    if evaluator is not None and evaluator.due(start):  # stopped between checkpoint and eval
+        evaluate(start)
     saved = [start]
 
     def save(step: int) -> None:
@@ -332,8 +349,12 @@ def train(config: ConfigDict, workdir: Path) -> int:
         if stopping:
             reason = "preempted"
             break
+        if evaluator is not None and evaluator.due(step):
+            evaluate(step)
     save(step)  # out of data between checkpoints (a no-op when this step is saved already)
     preempt.close()
+    if evaluator is not None:
+        evaluator.close()
     mngr.wait_until_finished()
     mngr.close()
     bar.close()
