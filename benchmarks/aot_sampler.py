@@ -25,7 +25,7 @@ from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from benchmarks.results import machine, update_section  # noqa: E402
+from benchmarks.results import MachineGuard, add_guard_args, machine  # noqa: E402
 from tinygsm_jax import aot, aot_sampler  # noqa: E402
 from tinygsm_jax.config import load_config  # noqa: E402
 
@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-write", action="store_true", help="print the table; leave RESULTS.md alone"
     )
+    add_guard_args(parser)
     args = parser.parse_args(argv)
+    guard = MachineGuard("aot_sampler", force=args.force)
+    guard.before()
     aot._ensure_libtpu()
     cache_path = Path(args.cache)
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
@@ -80,7 +83,10 @@ def main(argv: list[str] | None = None) -> None:
         "## AOT: the sampler compiled for TPU slices (no TPU used)",
         "",
         f"`python -m benchmarks.aot_sampler` on {machine()}; libtpu's compiler via",
-        "`python -m tinygsm_jax.aot --program sample`. One batch of the real sampler program: 8 questions",
+        "`python -m tinygsm_jax.aot --program sample`. Compile-only: the load changes the compile",
+        "column, not the figures (the compiler's memory and cost analysis).",
+        guard.describe(),
+        "One batch of the real sampler program: 8 questions",
         "x 48 samples, 256-token prompts, 256 new tokens, bf16 compute over float32 parameters (as",
         "eval and verifier_data load them), data-parallel over every chip. Memory: the compiler's peak",
         "per chip / HBM per chip (GiB); largest batch: questions per batch that fit, from the peak at",
@@ -101,9 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ] + [row(r) for r in reports]
     table = "\n".join(lines)
-    print(table)
-    if not args.no_write:
-        update_section("aot_sampler", table)
+    guard.publish(table, write=not args.no_write)
 
 
 if __name__ == "__main__":
