@@ -216,7 +216,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             with progress_bar(total=len(items), desc=f"{label} T={t:g}", unit=" questions") as bar:
                 samples = sampler.generate(prompts, params, qids, bar)
-            if not is_lead():  # process 0 executes and writes; the others sample the next chunk
+            if not is_lead():
+                # Process 0 executes and writes; the others wait in a device collective, not
+                # in the barrier loading the next checkpoint would wait in (orbax's, with a
+                # deadline that executing a large chunk could pass).
+                sync(f"verifier_data: {chunk.name}")
                 continue
             if sandbox is None:
                 sandbox = make_sandbox(args.workers, args.timeout, args.allow_degraded)
@@ -230,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 for q, per_q in enumerate(executed) for r in per_q
             ]  # fmt: skip
             write_jsonl(chunk, rows)
+            sync(f"verifier_data: {chunk.name}")
     finally:
         if sandbox is not None:
             sandbox.close()
