@@ -25,6 +25,13 @@ def test_demo_smoke_runs_every_stage_and_resumes(tmp_path):
         assert len(rows) == 8 * 4 and all("score" in r for r in rows)
         assert (d / "report.md").is_file() and (d / "accuracy_vs_n.png").stat().st_size > 0
     assert (out / "generator" / "model.json").is_file()
+    # The generator's dev accuracy during training, every 2 steps of the smoke run.
+    evals = [
+        json.loads(line) for line in (out / "generator" / "metrics.jsonl").read_text().splitlines()
+    ]
+    evals = [e for e in evals if e.get("event") == "eval"]
+    assert [e["step"] for e in evals] == [2, 4, 6], evals
+    assert all(0.0 <= e["eval_accuracy"] <= 1.0 and e["eval_seconds"] > 0 for e in evals)
     assert json.loads((out / "verifier" / "model.json").read_text())["model"]["head"] == "value"
     assert "Headline" in proc.stdout and "held-out" in proc.stdout
 

@@ -47,6 +47,8 @@ class Settings:
     eval_temperature: float = 0.7
     max_new_tokens: int = 160
     dedup: bool = False  # verifier_data --dedup
+    train_eval_every: int = 100  # the generator's greedy dev accuracy every N steps (metrics.jsonl)
+    train_eval_limit: int = 100  # ... on the first K dev questions
     generator: tuple[str, ...] = ()  # --config.* overrides of configs/tiny.py
     verifier: tuple[str, ...] = ()  # --config.* overrides of configs/tiny_verifier.py
 
@@ -70,7 +72,7 @@ _SMOKE_MODEL = (
 )
 SMOKE = dict(
     n_train=400, n_verifier_questions=8, n_dev=8, n_eval=8, n_heldout=8, verifier_samples=2,
-    eval_samples=4, max_new_tokens=48,
+    eval_samples=4, max_new_tokens=48, train_eval_every=2, train_eval_limit=4,
 )  # fmt: skip
 
 
@@ -155,6 +157,11 @@ def stages(s: Settings, out: Path, seed: int, gen_config: str, ver_config: str) 
     ckpts = [str(out / "generator" / "checkpoints" / str(n)) for n in sorted(thirds | {gen_steps})]
     generator = out / "generator"
     decode = ["--max-new-tokens", str(s.max_new_tokens)]
+    # Accuracy during training, on the dev split: the curve the checkpoint choice depends on.
+    train_eval = [f"--config.eval.every={s.train_eval_every}",
+                  f"--config.eval.dataset=jsonl:{teacher / 'dev.jsonl'}",
+                  f"--config.eval.limit={s.train_eval_limit}",
+                  f"--config.eval.max_new_tokens={s.max_new_tokens}"]  # fmt: skip
 
     def offline(n: int, split: str, offset: int, name: str) -> list[str]:
         return ["data_gen", "offline", "--n", str(n), "--split", split, "--seed",
@@ -203,7 +210,7 @@ def stages(s: Settings, out: Path, seed: int, gen_config: str, ver_config: str) 
                              "--vocab-size", "2048", "--out", str(out / "tokenizer")]], "tokenizer/"),
         Stage("generator_data", [build(kept, "generator")], "data/generator/"),
         Stage("generator", [train(gen_config, "generator", data / "generator", s.generator,
-                                  "--config.checkpoint.keep=100")], "generator/"),
+                                  "--config.checkpoint.keep=100", *train_eval)], "generator/"),
         Stage("verifier_data", [["tinygsm_jax.verifier_data", "--generator", *ckpts, "--questions",
                                  f"jsonl:{teacher / 'verifier_questions.jsonl'}", "--n",
                                  str(s.verifier_samples), "--temperatures", s.verifier_temperatures,
