@@ -354,11 +354,17 @@ def test_generator_then_verifier_on_built_data_sets(tmp_path, tok):
     ver2 = tmp_path / "ver_step2"
     argv = ["--config", "tiny_verifier", "--workdir", str(ver2), f"--config.data.path={tmp_path / 'ver_data'}",
             *small, *common, f"--config.train.init_from={gen / 'checkpoints' / '2'}",
-            "--config.train.lr=0.0"]  # fmt: skip
+            "--config.train.lr=0.0", "--config.train.lm_loss_weight=0.5"]  # fmt: skip
     assert train.main(argv) == 0
+    # ... here with the joint objective: both losses are logged, and the LM head is the generator's
+    for r in rows(ver2):
+        assert r["loss"] == pytest.approx(r["value_loss"] + 0.5 * r["lm_loss"], rel=1e-5)
     g2, v2 = load_model(gen / "checkpoints" / "2"), load_model(ver2, expect_head="value")
     assert g2.step == 2 and g.step == 4
     np.testing.assert_array_equal(
         np.asarray(v2.model.embed.value), np.asarray(g2.model.embed.value)
     )
     assert not np.array_equal(np.asarray(v2.model.embed.value), np.asarray(g.model.embed.value))
+    np.testing.assert_array_equal(
+        np.asarray(v2.model.lm_head_kernel.value), np.asarray(g2.model.lm_head_kernel.value)
+    )

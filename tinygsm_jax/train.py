@@ -337,8 +337,9 @@ def train(config: ConfigDict, workdir: Path) -> int:
                 "mfu": tps * fpt / peak,
                 "loss_tokens": int(m["loss_tokens"]),
             }
-            if "last_token_accuracy" in m:
-                last["last_token_accuracy"] = float(m["last_token_accuracy"])
+            for key in ("last_token_accuracy", "value_loss", "lm_loss"):  # objective-specific
+                if key in m:
+                    last[key] = float(m[key])
             writer.write("step", **last)
             rows.append(tps)
             bar.set_postfix(loss=f"{last['loss']:.4f}", tok_s=f"{tps:,.0f}")
