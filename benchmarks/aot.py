@@ -17,10 +17,12 @@ cached per pair (`--cache`) so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -72,6 +74,21 @@ def row(r: dict) -> str:
     )
 
 
+def run_cached(cache_path: Path, jobs: list[tuple[str, Callable[[], dict]]]) -> list[dict]:
+    """Each job's report, computed once: compiles take minutes, so a rerun (or a crash half-way
+    through the table) reuses every report already in the JSON cache file."""
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    reports = []
+    for key, compute in jobs:
+        if key not in cache:
+            t0 = time.perf_counter()
+            cache[key] = compute()
+            cache_path.write_text(json.dumps(cache, indent=1))
+            print(f"{key}: {time.perf_counter() - t0:.0f} s", flush=True)
+        reports.append(cache[key])
+    return reports
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default=",".join(CONFIGS))
@@ -87,18 +104,14 @@ def main(argv: list[str] | None = None) -> None:
     guard = MachineGuard("aot", force=args.force)
     guard.before()
     aot._ensure_libtpu()
-    cache_path = Path(args.cache)
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    reports = []
-    for name in args.configs.split(","):
-        for topology in args.topologies.split(","):
-            key = f"{name}@{topology}"
-            if key not in cache:
-                t0 = time.perf_counter()
-                cache[key] = analyze_fitting(name, topology)
-                cache_path.write_text(json.dumps(cache, indent=1))
-                print(f"{key}: {time.perf_counter() - t0:.0f} s", flush=True)
-            reports.append(cache[key])
+    reports = run_cached(
+        Path(args.cache),
+        [
+            (f"{name}@{topology}", functools.partial(analyze_fitting, name, topology))
+            for name in args.configs.split(",")
+            for topology in args.topologies.split(",")
+        ],
+    )
     prices = ", ".join(f"{c.generation} ${c.usd_per_chip_hour:.2f}" for c in aot.CHIPS.values())
     lines = [
         "## AOT: the train step compiled for TPU slices (no TPU used)",

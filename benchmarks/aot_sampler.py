@@ -17,14 +17,14 @@ Results are cached per pair (`--cache`) so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import os
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+from benchmarks.aot import run_cached  # noqa: E402
 from benchmarks.results import MachineGuard, add_guard_args, machine  # noqa: E402
 from tinygsm_jax import aot, aot_sampler  # noqa: E402
 from tinygsm_jax.config import load_config  # noqa: E402
@@ -63,21 +63,20 @@ def main(argv: list[str] | None = None) -> None:
     guard = MachineGuard("aot_sampler", force=args.force)
     guard.before()
     aot._ensure_libtpu()
-    cache_path = Path(args.cache)
-    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    reports = []
-    for name in args.configs.split(","):
-        for topology in args.topologies.split(","):
-            key = f"{name}@{topology}@{args.questions_per_batch}"
-            if key not in cache:
-                t0 = time.perf_counter()
-                r = aot_sampler.analyze_sampler(
-                    load_config(name), topology, questions_per_batch=args.questions_per_batch
-                )
-                cache[key] = {"config": name, **r}
-                cache_path.write_text(json.dumps(cache, indent=1))
-                print(f"{key}: {time.perf_counter() - t0:.0f} s", flush=True)
-            reports.append(cache[key])
+
+    def report(name: str, topology: str) -> dict:
+        r = aot_sampler.analyze_sampler(load_config(name), topology, questions_per_batch=Q)
+        return {"config": name, **r}
+
+    Q = args.questions_per_batch
+    reports = run_cached(
+        Path(args.cache),
+        [
+            (f"{name}@{topology}@{Q}", functools.partial(report, name, topology))
+            for name in args.configs.split(",")
+            for topology in args.topologies.split(",")
+        ],
+    )
     prices = ", ".join(f"{c.generation} ${c.usd_per_chip_hour:.2f}" for c in aot.CHIPS.values())
     lines = [
         "## AOT: the sampler compiled for TPU slices (no TPU used)",

@@ -9,7 +9,6 @@ executes and writes: every file is written once, by one process.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -17,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from test_eval import ckpts, read_rows  # noqa: F401  (the session's tiny checkpoints)
+from test_train_cli import subprocess_env
 
-ROOT = Path(__file__).resolve().parents[1]
 SUPPORT = Path(__file__).resolve().parent / "multihost_support.py"
 QUESTIONS = [
     ("Natalia sold 48 clips in April and half as many in May. How many clips in total?", "72"),
@@ -35,15 +34,7 @@ def _free_port() -> int:
 
 
 def _env(devices: int, cache: Path) -> dict:
-    return {
-        **os.environ,
-        "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-        "PYTHONPATH": str(ROOT),
-        "JAX_COMPILATION_CACHE_DIR": str(cache),
-        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-    }
+    return subprocess_env(devices, JAX_COMPILATION_CACHE_DIR=str(cache))
 
 
 def launch(out: Path, commands: list[list[str]], processes: int, devices: int, cache: Path):
