@@ -9,6 +9,7 @@ executes and writes: every file is written once, by one process.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -25,6 +26,19 @@ QUESTIONS = [
     ("A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts?", "3"),
     ("James writes a 3-page letter to 2 friends twice a week. How many pages a year?", "624"),
 ]
+
+
+# Gloo's C++ side prints "[Gloo] Rank R is connected to P peer ranks. ..." on stdout, from
+# more than one thread: two such lines can interleave mid-line ("[Gloo] Rank [Gloo] Rank 0 is
+# ...\n0 is ...\n"), so its two fragments are removed wherever they fall.
+GLOO = re.compile(
+    r"\[Gloo\] Rank |\d+ is connected to \d+ peer ranks\. "
+    r"Expected number of connected peer ranks is : \d+\n?"
+)
+
+
+def strip_gloo(stdout: str) -> str:
+    return GLOO.sub("", stdout)
 
 
 def _free_port() -> int:
@@ -61,7 +75,7 @@ def launch(out: Path, commands: list[list[str]], processes: int, devices: int, c
     for log, p in procs:
         stdout, stderr = p.communicate(timeout=900)
         assert p.returncode == 0, stderr[-3000:]
-        stdout = "".join(x for x in stdout.splitlines(True) if not x.startswith("[Gloo]"))
+        stdout = strip_gloo(stdout)
         results.append(([json.loads(x) for x in log.read_text().splitlines()], stdout))
         log.unlink()
     return results
