@@ -164,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         args.questions, args.n, args.max_new_tokens, args.rounds = 2, 4, 16, 1
     n, M, Q = args.n, args.max_new_tokens, args.questions
     if args.side:
+        if args.side == "ours":  # the eval's own CPU devices (one per core), as its CLI sets
+            from tinygsm_jax.cli import split_cpu_into_devices
+
+            split_cpu_into_devices()
         run = run_hf_side if args.side == "hf" else run_our_side
         print(json.dumps(run(Path(args.dir), n, M)))
         return 0

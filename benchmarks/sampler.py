@@ -144,8 +144,10 @@ def run_hf_side(d: Path, n: int, M: int, questions: int) -> dict:
 
 
 def run_our_side(d: Path, n: int, M: int, questions: int) -> dict:
-    """Our sampler's tokens/s with 1 question and with all questions per batch."""
+    """Our sampler's tokens/s with 1 question and with all questions per batch, its rows
+    data-parallel over the CPU devices (one per core) as in `tinygsm_jax.eval`."""
     from tinygsm_jax.checkpoint import load_model
+    from tinygsm_jax.eval import make_mesh_for_sampling
     from tinygsm_jax.sampler import Sampler, SamplingParams
     from tinygsm_jax.tokenizer import load_tokenizer
 
@@ -156,7 +158,9 @@ def run_our_side(d: Path, n: int, M: int, questions: int) -> dict:
     out = {"compile_seconds": 0.0}
     for q in (1, len(ids)):
         # eos_id=-1: no sample stops early, so each question gets exactly n * M tokens.
-        s = Sampler(loaded.model, tok, eos_id=-1, questions_per_batch=q)
+        s = Sampler(
+            loaded.model, tok, mesh=make_mesh_for_sampling(), eos_id=-1, questions_per_batch=q
+        )
         s.sample_ids(ids, params)  # compiles every prompt bucket (excluded)
         out["compile_seconds"] += s.stats.compile_seconds
         t = time.perf_counter()
@@ -202,6 +206,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     n, M, Q = args.n, args.max_new_tokens, args.questions
     if args.side:
+        if args.side == "ours":  # the CPU devices every CLI gets (one per core)
+            from tinygsm_jax.cli import split_cpu_into_devices
+
+            split_cpu_into_devices()
         run = run_hf_side if args.side == "hf" else run_our_side
         print(json.dumps(run(Path(args.dir), n, M, Q)))
         return

@@ -28,6 +28,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.rope_theta = 10000.0
     c.model.dtype = "auto"  # compute dtype: "auto" = bfloat16 on accelerators, float32 on CPU
     c.model.remat = False  # rematerialise each block in the backward pass (saves activations)
+    # Layers per iteration of the layer scan: "auto" = all of them on CPU (faster steps), 1 on
+    # accelerators (compile time flat in depth); an int sets it.
+    c.model.scan_unroll = "auto"
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1 fills with the devices left over

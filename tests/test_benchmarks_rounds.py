@@ -22,9 +22,8 @@ def test_train_step_alternates_sides_and_reports_round_ratios(monkeypatch) -> No
 
     now = [0.0]
     calls: list[str] = []
-    cost = iter(
-        [None, None] + [1.0] * 3 + [2.0] * 3 + [4.0] * 3 + [1.0] * 3 + [1.0] * 3 + [2.0] * 3
-    )
+    rounds = [(1.0, 1.5, 2.0), (4.0, 2.0, 1.0), (1.0, 1.5, 2.0)]  # seconds, in each round's order
+    cost = iter([None] * 3 + [c for r in rounds for c in r for _ in range(3)])
 
     def side(name):
         def step(tokens: np.ndarray) -> float:
@@ -36,16 +35,22 @@ def test_train_step_alternates_sides_and_reports_round_ratios(monkeypatch) -> No
         return step
 
     cfg = ModelConfig.from_config(get_config().model, dtype="float32", head="lm")
-    monkeypatch.setattr(train_step, "ours", lambda shape: (side("ours"), 7, cfg))
+    monkeypatch.setattr(
+        train_step,
+        "ours",
+        lambda shape, baseline=False: (side("baseline" if baseline else "ours"), 7, cfg),
+    )
     monkeypatch.setattr(train_step, "theirs", lambda shape: (side("torch"), 7, None))
     monkeypatch.setattr(train_step, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
     out = train_step.bench("6.8M", steps=3, rounds=3, peak=1e12)
-    # warm-up of both, then ours first, torch first, ours first
-    assert calls == ["ours", "torch"] + ["ours"] * 3 + ["torch"] * 6 + ["ours"] * 6 + ["torch"] * 3
+    # warm-up of each, then the three sides in order, reversed, in order
+    forward = ["ours"] * 3 + ["baseline"] * 3 + ["torch"] * 3
+    assert calls == ["ours", "baseline", "torch"] + forward + forward[::-1] + forward
     tokens = 256 * 16
-    # rounds: ours 1 s vs torch 2 s; torch 4 s vs ours 1 s; ours 1 s vs torch 2 s
+    # rounds: ours 1 s, baseline 1.5 s, torch 2 s; torch 4 s, baseline 2 s, ours 1 s; as the first
     assert out["round_ratios"] == pytest.approx([2.0, 4.0, 2.0])
     assert out["ratio"] == pytest.approx(2.0)
+    assert out["gain"] == pytest.approx(1.5)  # median of 1.5, 2, 1.5
     assert out["ours"]["tokens_per_sec"] == pytest.approx(tokens / 1.0)
     assert out["torch"]["tokens_per_sec"] == pytest.approx(tokens / 2.0)
 

@@ -114,9 +114,12 @@ def test_kv_cache_left_padding(model):
         np.testing.assert_allclose(full[i, width - n :], alone[i, :n], atol=TOL, rtol=0)
 
 
-def test_shared_prompt_decoding_matches_full_forward(model):
+@pytest.mark.parametrize("per_layer", [False, True], ids=["stacked", "per_layer"])
+def test_shared_prompt_decoding_matches_full_forward(model, per_layer):
     """`decode_shared`: n samples per left-padded prompt over one shared prompt cache and a
-    generated cache in blocks (some not yet written) give each sample's full-forward logits."""
+    generated cache in blocks (some not yet written) give each sample's full-forward logits,
+    in both layouts: stacked caches under the layer scan, where the caller writes the new
+    (k, v), and one array per layer (unrolled), where each layer writes its own."""
     lengths, n, T_new, C = [3, 6], 3, 7, 4
     width = max(lengths)
     rng = np.random.RandomState(5)
@@ -132,23 +135,32 @@ def test_shared_prompt_decoding_matches_full_forward(model):
         jnp.asarray(prompts), jnp.asarray(pos), jnp.asarray(seg), cache=init_cache(CFG, 2, width)
     )
     prefix = {"k": cache["k"], "v": cache["v"], "mask": cache["segment_ids"] != 0}
-    shape = (CFG.n_layers, 2 * n, CFG.n_heads, C, CFG.head_dim)
-    blocks = [{"k": jnp.zeros(shape), "v": jnp.zeros(shape)} for _ in range(-(-T_new // C))]
-    step = jax.jit(
-        lambda st, tok, p, blk, t: nnx.merge(model.graphdef, st).decode_shared(
-            tok, p, prefix, blk, t
-        )
-    )
+    L, shape = CFG.n_layers, (2 * n, CFG.n_heads, C, CFG.head_dim)
+    if per_layer:
+        prefix |= {name: tuple(prefix[name][i] for i in range(L)) for name in ("k", "v")}
+        empty = lambda: tuple(jnp.zeros(shape) for _ in range(L))  # noqa: E731
+    else:
+        empty = lambda: jnp.zeros((L, *shape))  # noqa: E731
+    blocks = [{"k": empty(), "v": empty()} for _ in range(-(-T_new // C))]
+
+    def decode(st, tok, p, blk, t):
+        m = nnx.merge(model.graphdef, st)
+        return m.decode_shared(tok, p, prefix, blk, t, m.layer_params() if per_layer else None)
+
+    step = jax.jit(decode)
     got = []
     for t in range(T_new):
         j = t // C
         p = np.repeat(np.asarray(lengths), n)[:, None] + t
-        out, (k, v) = step(
+        out, kv = step(
             model.state, jnp.asarray(new[:, t : t + 1]), jnp.asarray(p), tuple(blocks[: j + 1]), t
         )
         got.append(np.asarray(out)[:, 0])
-        for name, x in (("k", k), ("v", v)):
-            blocks[j][name] = blocks[j][name].at[:, :, :, t % C].set(x)
+        if per_layer:  # the blocks come back, block j holding this token's (k, v)
+            blocks[: j + 1] = kv
+        else:
+            for name, x in zip(("k", "v"), kv):
+                blocks[j][name] = blocks[j][name].at[:, :, :, t % C].set(x)
     for i, L in enumerate(lengths):
         for s in range(n):
             row = i * n + s
@@ -201,3 +213,32 @@ def test_config_validation():
         CFG.replace(n_heads=5)
     with pytest.raises(ValueError, match="head"):
         CFG.replace(head="classifier")
+    with pytest.raises(ValueError, match="scan_unroll"):
+        CFG.replace(scan_unroll=CFG.n_layers + 1)
+
+
+def test_scan_unroll_follows_the_platform_unless_set():
+    """"auto" unrolls every layer on CPU and none on accelerators; a command-line value (a
+    string) is a number of layers; a loaded checkpoint gets the setting of where it runs."""
+    base = {**CFG.to_dict(), "scan_unroll": "auto"}
+    assert ModelConfig.from_config(base).scan_unroll == CFG.n_layers  # tests run on CPU
+    assert ModelConfig.from_config({**base, "scan_unroll": "1"}).scan_unroll == 1
+    with pytest.raises(ValueError, match="number of layers"):
+        ModelConfig.from_config({**base, "scan_unroll": "all"})
+    assert CFG.for_platform("tpu").scan_unroll == 1
+    assert CFG.for_platform("cpu").scan_unroll == CFG.n_layers
+
+
+def test_unrolled_layers_compute_what_the_scan_does(model):
+    """Unrolling is how the program runs, not what it computes: same logits and gradients."""
+    tokens = jnp.asarray(np.random.RandomState(0).randint(1, CFG.vocab_size, (2, 9)))
+    graphdef, state = nnx.split(nnx.merge(model.graphdef, model.state))
+    out = {}
+    for unroll in (1, CFG.n_layers):
+        m = nnx.merge(graphdef, state)
+        m.cfg = CFG.replace(scan_unroll=unroll)
+        g = nnx.grad(lambda m: jnp.sum(m(tokens) ** 2))(m)
+        out[unroll] = (np.asarray(m(tokens)), nnx.to_pure_dict(g))
+    np.testing.assert_allclose(out[1][0], out[CFG.n_layers][0], atol=1e-5, rtol=0)
+    for a, b in zip(jax.tree.leaves(out[1][1]), jax.tree.leaves(out[CFG.n_layers][1])):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)

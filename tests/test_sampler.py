@@ -96,8 +96,15 @@ PROMPTS = [
 MAX_NEW = 32
 
 
-def test_greedy_equals_hf_generate(hf_pair):
+@pytest.mark.parametrize("unroll", [1, 2], ids=["scan", "unrolled"])
+def test_greedy_equals_hf_generate(hf_pair, unroll):
+    """Both decode layouts (`_sample_parts`): the layer scan (accelerators) and one array per
+    layer (unrolled, the CPU default)."""
+    from flax import nnx
+
     hf, model = hf_pair
+    model = nnx.clone(model)
+    model.cfg = model.cfg.replace(scan_unroll=unroll)
     free = [_hf_greedy(hf, p, MAX_NEW, None) for p in PROMPTS]
     # An EOS none of the greedy continuations produce: every comparison covers all 32 tokens.
     eos = next(t for t in range(130, 0, -1) if all(t not in f for f in free))

@@ -167,6 +167,7 @@ def load_model(
         raise UserError(f"{root}/model.json: bad model config ({e})") from None
     if dtype is not None:
         cfg = cfg.replace(dtype=dtype)
+    cfg = cfg.for_platform(jax.default_backend())  # the layer scan as suits where it runs
     if expect_head is not None and cfg.head != expect_head:
         kind = {"lm": "generator", "value": "verifier"}
         raise UserError(

@@ -30,8 +30,38 @@ class UserError(Exception):
     """Bad input from the user: printed as one line, exit status 2, no traceback."""
 
 
+CPU_DEVICE_FLAG = "--xla_force_host_platform_device_count"
+MAX_CPU_DEVICES = 8
+
+
+def cpu_devices_for(cores: int) -> int:
+    """The largest power of two at most `cores` and MAX_CPU_DEVICES: batches (powers of two
+    in every config) then split evenly over the devices."""
+    n = 1
+    while n * 2 <= min(cores, MAX_CPU_DEVICES):
+        n *= 2
+    return n
+
+
+def split_cpu_into_devices() -> None:
+    """Give JAX one CPU device per core, unless XLA_FLAGS already sets the count.
+
+    XLA's CPU runtime runs each matmul on a single thread: with one device, both cores of a
+    2-core machine were busy only 30% of a train step (profile in docs/benchmarking.md).
+    With a device per core the batch is data-parallel over the cores and both stay busy.
+    Must run before JAX creates its CPU client; it changes nothing on TPU or GPU devices.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if CPU_DEVICE_FLAG in flags:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n = cpu_devices_for(cores or 1)
+    os.environ["XLA_FLAGS"] = f"{flags} {CPU_DEVICE_FLAG}={n}".strip()
+
+
 def run_main(main: Callable[[list[str] | None], Any], argv: list[str] | None = None) -> None:
     """Run a CLI `main`, turning `UserError` (and Ctrl-C) into one line and an exit code."""
+    split_cpu_into_devices()
     try:
         rc = main(argv)
     except UserError as e:

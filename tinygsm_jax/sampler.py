@@ -206,11 +206,15 @@ def _sample_parts(
 ):
     """(prefill, step): the two halves of one static configuration's program.
 
+    With the layer scan unrolled (`cfg.scan_unroll == n_layers`, the CPU default) the decode
+    keeps weights and caches as one array per layer (`Phi.decode_shared`'s `layers`).
+
     `prefill(state, tokens, ..., pad_id) -> (ctx, carry)` runs the prompts and sets up the
     decode; `step(state, ctx, carry, j) -> carry` decodes one token into cache block j. The
     sampler runs them as one program (`_sample_program`); `tinygsm_jax.aot` compiles `step`
     alone to project the decode time (XLA's cost analysis counts a loop body once).
     """
+    unrolled = cfg.scan_unroll >= cfg.n_layers
 
     def prefill(
         state,
@@ -242,15 +246,18 @@ def _sample_parts(
         prefix = {"k": cache["k"], "v": cache["v"], "mask": cache["segment_ids"] != 0}
         last = rep(logits[:, -1, :])
         C = _block_size(max_new)
-        shape = (cfg.n_layers, B, cfg.n_heads, C, cfg.head_dim)
-        blocks = tuple(
-            {"k": jnp.zeros(shape, cfg.compute_dtype), "v": jnp.zeros(shape, cfg.compute_dtype)}
-            for _ in range(-(-max_new // C))
-        )
+        L, shape = cfg.n_layers, (B, cfg.n_heads, C, cfg.head_dim)
+        if unrolled:  # one array per layer (`Phi.decode_shared`), split once, not every step
+            prefix |= {name: tuple(prefix[name][i] for i in range(L)) for name in ("k", "v")}
+            new_block = lambda: tuple(jnp.zeros(shape, cfg.compute_dtype) for _ in range(L))  # noqa: E731
+        else:
+            new_block = lambda: jnp.zeros((L, *shape), cfg.compute_dtype)  # noqa: E731
+        blocks = tuple({"k": new_block(), "v": new_block()} for _ in range(-(-max_new // C)))
         if row_sharding is not None:
             cons = jax.lax.with_sharding_constraint
-            rows5 = NamedSharding(row_sharding.mesh, PartitionSpec(None, *row_sharding.spec))
-            blocks = jax.tree.map(lambda x: cons(x, rows5), blocks)
+            spec = row_sharding.spec if unrolled else (None, *row_sharding.spec)
+            rows = NamedSharding(row_sharding.mesh, PartitionSpec(*spec))
+            blocks = jax.tree.map(lambda x: cons(x, rows), blocks)
             last = cons(last, row_sharding)
         base = jax.random.key(seed)
         q_keys = jax.vmap(lambda q: jax.random.fold_in(base, q))(qids)
@@ -259,6 +266,7 @@ def _sample_parts(
         )
         ctx = {
             "prefix": prefix,
+            "layers": model.layer_params() if unrolled else None,
             "keys": keys,
             "start_pos": rep(prompt_len),
             "flags": tables.astype(bool),
@@ -325,16 +333,18 @@ def _sample_parts(
         # Generated token t goes to slot t % C of block j = t // C; blocks after j hold
         # nothing yet and are not read.
         blocks = c["blocks"]
-        nxt, (k_new, v_new) = model.decode_shared(
-            tok[:, None], pos, ctx["prefix"], blocks[: j + 1], t
+        nxt, kv = model.decode_shared(
+            tok[:, None], pos, ctx["prefix"], blocks[: j + 1], t, ctx["layers"]
         )
-        at = (0, 0, 0, t - j * C, 0)
-        blk = {
-            name: jax.lax.dynamic_update_slice(
-                blocks[j][name], new[:, :, :, None].astype(blocks[j][name].dtype), at
-            )
-            for name, new in (("k", k_new), ("v", v_new))
-        }
+
+        def write(cache: jax.Array, new: jax.Array) -> jax.Array:  # new: [.., B, H, K]
+            at = (0,) * (cache.ndim - 2) + (t - j * C, 0)
+            return jax.lax.dynamic_update_slice(cache, new[..., None, :].astype(cache.dtype), at)
+
+        if unrolled:  # the model wrote the new token's (k, v) into block j
+            blk = kv[j]
+        else:
+            blk = {name: write(blocks[j][name], new) for name, new in zip(("k", "v"), kv)}
         return {
             "t": t + 1,
             "done": new_done,
@@ -478,8 +488,12 @@ class Sampler:
             _PROGRAMS[full_key] = prog
         return prog
 
-    def _batch_questions(self, n: int) -> int:
-        return batch_questions(self.questions_per_batch, n, self._n_shards)
+    def _batch_questions(self, n: int, n_prompts: int) -> int:
+        """Questions per batch for a call of `n_prompts` prompts: no more than a power of two
+        that holds them all, so a short job decodes no dummy questions (4 questions in
+        batches of 8 spent half of every step on dummies) and compiles few shapes."""
+        fits_all = 1 << max(0, n_prompts - 1).bit_length()
+        return batch_questions(min(self.questions_per_batch, fits_all), n, self._n_shards)
 
     # -- public API ---------------------------------------------------------------------------
     def sample_ids(
@@ -508,7 +522,7 @@ class Sampler:
                     f"prompt {i} has {len(p)} tokens; with max_new_tokens={M} the model's "
                     f"max_len {self.cfg.max_len} allows at most {limit}"
                 )
-        Qb = self._batch_questions(n)
+        Qb = self._batch_questions(n, len(prompts))
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: list[list[dict] | None] = [None] * len(prompts)
         statics = (n, M, params.top_k, params.top_p < 1.0, params.stop_at_function_end)

@@ -33,7 +33,7 @@ from ml_collections import ConfigDict
 
 from tinygsm_jax import sharding
 from tinygsm_jax.cli import UserError
-from tinygsm_jax.model import ModelConfig, Phi
+from tinygsm_jax.model import ModelConfig, Phi, scan_unroll_for
 
 OBJECTIVES = {"generator": "lm", "verifier": "value"}  # objective -> the model head it trains
 BATCH_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
@@ -49,18 +49,19 @@ def batch_dtype(key: str) -> np.dtype:
 
 
 def model_config(config: ConfigDict, mesh: Mesh | None = None) -> ModelConfig:
-    """ModelConfig from `config.model`; dtype "auto" follows the mesh's platform (bf16 off CPU).
+    """ModelConfig from `config.model`; "auto" dtype (bf16 off CPU) and scan_unroll follow
+    the mesh's platform.
 
     Deciding by the mesh, not the default backend, lets a CPU host compile a TPU step with
-    the TPU's numerics.
+    the TPU's numerics and program.
     """
-    dtype = config.model.get("dtype", "auto")
-    if dtype == "auto":
-        platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
-        dtype = "float32" if platform == "cpu" else "bfloat16"
-    return ModelConfig.from_config(
-        config.model, dtype=dtype, keep_lm_head=lm_loss_weight(config) > 0
-    )
+    platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+    overrides: dict[str, Any] = {"keep_lm_head": lm_loss_weight(config) > 0}
+    if config.model.get("dtype", "auto") == "auto":
+        overrides["dtype"] = "float32" if platform == "cpu" else "bfloat16"
+    if config.model.get("scan_unroll", "auto") == "auto":
+        overrides["scan_unroll"] = scan_unroll_for(platform, int(config.model.n_layers))
+    return ModelConfig.from_config(config.model, **overrides)
 
 
 def lm_loss_weight(config: ConfigDict) -> float:
