@@ -218,8 +218,8 @@ def test_config_validation():
 
 
 def test_scan_unroll_follows_the_platform_unless_set():
-    """"auto" unrolls every layer on CPU and none on accelerators; a command-line value (a
-    string) is a number of layers; a loaded checkpoint gets the setting of where it runs."""
+    """The "auto" setting unrolls every layer on CPU and none on accelerators; a command-line
+    value (a string) is a number of layers."""
     base = {**CFG.to_dict(), "scan_unroll": "auto"}
     assert ModelConfig.from_config(base).scan_unroll == CFG.n_layers  # tests run on CPU
     assert ModelConfig.from_config({**base, "scan_unroll": "1"}).scan_unroll == 1

@@ -483,13 +483,10 @@ class Phi(nnx.Module):
                         x_new = jnp.swapaxes(x_new, 1, 2).astype(last.dtype)  # [B,H,1,K]
                         new[name][-1][i] = jax.lax.dynamic_update_slice(last, x_new, at)
                     bl = tuple(
-                        (bk[i].astype(dt), bv[i].astype(dt))
-                        for bk, bv in zip(new["k"], new["v"])
+                        (bk[i].astype(dt), bv[i].astype(dt)) for bk, bv in zip(new["k"], new["v"])
                     )
                     pkv = (prefix["k"][i].astype(dt), prefix["v"][i].astype(dt))
-                    return _attention_shared(
-                        q, None, None, *pkv, prefix["mask"], bl, written + 1
-                    )
+                    return _attention_shared(q, None, None, *pkv, prefix["mask"], bl, written + 1)
 
                 x, _ = _block(cfg, p, x, cos, sin, attend)
             kv = tuple(
