@@ -27,8 +27,9 @@ _TITLE = "# Benchmark results\n\nEach figure is a ratio against a peer measured 
 # than this many cores between two samples (background daemons take ~0.01 on an idle machine).
 MAX_OTHER_CORES = 0.25
 
-# pid -> (command name, CPU seconds: user + system, its reaped children's included)
-CpuTimes = dict[int, tuple[str, float]]
+# pid -> (command name, CPU seconds: user + system, its reaped children's included, start time
+# in clock ticks since boot: with the pid it names one process, even when its pid is reused)
+CpuTimes = dict[int, tuple[str, float, int]]
 
 
 def cpu_model() -> str:
@@ -47,8 +48,9 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {cpu_model()}"
 
 
-def _read_stat(pid: str) -> tuple[str, int, float] | None:
-    """(comm, ppid, CPU seconds incl. reaped children) of /proc/PID/stat; None if it is gone."""
+def _read_stat(pid: str) -> tuple[str, int, float, int] | None:
+    """(comm, ppid, CPU seconds incl. reaped children, start time) of /proc/PID/stat; None if
+    it is gone."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -56,7 +58,7 @@ def _read_stat(pid: str) -> tuple[str, int, float] | None:
     comm = raw[raw.index("(") + 1 : raw.rindex(")")]
     f = raw[raw.rindex(")") + 2 :].split()  # f[0] is field 3 (state)
     ticks = sum(int(x) for x in f[11:15])  # utime, stime, cutime, cstime
-    return comm, int(f[1]), ticks / os.sysconf("SC_CLK_TCK")
+    return comm, int(f[1]), ticks / os.sysconf("SC_CLK_TCK"), int(f[19])
 
 
 def other_cpu_times(me: int | None = None) -> CpuTimes:
@@ -69,18 +71,23 @@ def other_cpu_times(me: int | None = None) -> CpuTimes:
     own = {me}
     grew = True
     while grew:  # descendants: children of anything already known to be ours
-        new = {p for p, (_, ppid, _) in stats.items() if ppid in own and p not in own}
+        new = {p for p, (_, ppid, _, _) in stats.items() if ppid in own and p not in own}
         own |= new
         grew = bool(new)
-    return {p: (comm, cpu) for p, (comm, _, cpu) in stats.items() if p not in own}
+    return {p: (comm, cpu, start) for p, (comm, _, cpu, start) in stats.items() if p not in own}
 
 
 def cpu_used(before: CpuTimes, after: CpuTimes) -> list[tuple[float, str, int]]:
-    """(CPU seconds, name, pid) each process used between two samples, largest first."""
+    """(CPU seconds, name, pid) each process used between two samples, largest first.
+
+    A process is its pid and start time, not its name: kernel workers rename themselves with
+    the work they run (kworker/1:2-events, then kworker/1:2-mm_percpu_wq), and counting a
+    renamed one as new charged its whole lifetime, 14 cores' worth, to one benchmark run.
+    """
     used = []
-    for pid, (comm, cpu) in after.items():
+    for pid, (comm, cpu, start) in after.items():
         prev = before.get(pid)
-        delta = cpu - prev[1] if prev and prev[0] == comm else cpu  # a new (or reused) pid
+        delta = cpu - prev[1] if prev and prev[2] == start else cpu  # a new (or reused) pid
         if delta > 0:
             used.append((delta, comm, pid))
     return sorted(used, reverse=True)

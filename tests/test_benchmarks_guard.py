@@ -32,7 +32,7 @@ def fake_guard(load, snapshots, force=False, cores=2) -> MachineGuard:
     )
 
 
-IDLE = [{1: ("init", 5.0)}, {1: ("init", 5.01)}, {1: ("init", 5.02)}]
+IDLE = [{1: ("init", 5.0, 1)}, {1: ("init", 5.01, 1)}, {1: ("init", 5.02, 1)}]
 
 
 def test_idle_machine_writes_section_with_cpu_cores_and_load(tmp_path: Path) -> None:
@@ -60,8 +60,8 @@ def test_high_load_refuses_before_the_run_with_one_line() -> None:
 
 def test_busy_process_is_named_even_at_low_load() -> None:
     snaps = [
-        {1: ("init", 5.0), 4242: ("torch_train", 100.0)},
-        {1: ("init", 5.0), 4242: ("torch_train", 100.9)},  # 0.9 s of CPU in 1 s
+        {1: ("init", 5.0, 1), 4242: ("torch_train", 100.0, 1)},
+        {1: ("init", 5.0, 1), 4242: ("torch_train", 100.9, 1)},  # 0.9 s of CPU in 1 s
     ]
     g = fake_guard(0.3, snaps)
     with pytest.raises(MachineBusy) as e:
@@ -83,9 +83,9 @@ def test_force_runs_and_marks_the_section_busy(tmp_path: Path, capsys) -> None:
 
 def test_cpu_taken_by_others_during_the_run_refuses_to_write(tmp_path: Path) -> None:
     snaps = [
-        {1: ("init", 5.0)},
-        {1: ("init", 5.0)},
-        {1: ("init", 5.0), 777: ("make", 0.8)},  # a process started during the run
+        {1: ("init", 5.0, 1)},
+        {1: ("init", 5.0, 1)},
+        {1: ("init", 5.0, 1), 777: ("make", 0.8, 1)},  # a process started during the run
     ]
     g = fake_guard(0.1, snaps)
     g.before()
@@ -113,9 +113,19 @@ def test_section_without_machine_sentence_is_rejected(tmp_path: Path) -> None:
 
 
 def test_cpu_used_counts_new_and_reused_pids_fully() -> None:
-    before = {1: ("a", 10.0), 2: ("b", 3.0)}
-    after = {1: ("a", 10.5), 2: ("c", 0.25), 3: ("d", 1.0)}  # pid 2 reused by another program
-    assert cpu_used(before, after) == [(1.0, "d", 3), (0.5, "a", 1), (0.25, "c", 2)]
+    before = {1: ("a", 10.0, 7), 2: ("b", 3.0, 7), 4: ("kworker/1:2-events", 50.0, 3)}
+    after = {
+        1: ("a", 10.5, 7),
+        2: ("c", 0.25, 90),  # pid 2 reused by another program
+        3: ("d", 1.0, 95),
+        4: ("kworker/1:2-mm_percpu_wq", 50.125, 3),  # the same kernel worker, renamed
+    }
+    assert cpu_used(before, after) == [
+        (1.0, "d", 3),
+        (0.5, "a", 1),
+        (0.25, "c", 2),
+        (0.125, "kworker/1:2-mm_percpu_wq", 4),
+    ]
 
 
 def test_real_sampler_excludes_own_process_tree() -> None:
