@@ -140,7 +140,8 @@ def run_our_side(d: Path, n: int, max_new: int) -> dict:
     for c in (c for per_q in out for c in per_q):
         reasons[c.finish_reason] = reasons.get(c.finish_reason, 0) + 1
     return {"ours_seconds": warm, "ours_cold_seconds": cold,
-            "compile_seconds": before.compile_seconds, "questions_per_batch": qpb,
+            "compile_seconds": before.compile_seconds,
+            "questions_per_batch": sampler.batch_questions_for(n, len(prompts)),
             "ours_tokens": sampler.stats.generated_tokens - before.generated_tokens,
             "finish": reasons}  # fmt: skip
 

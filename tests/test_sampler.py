@@ -261,3 +261,13 @@ def test_samples_follow_the_model_distribution(hf_pair):
         sd = np.sqrt(probs[t] * (1 - probs[t]) / n)
         assert abs(c / n - probs[t]) <= 5 * sd + 1e-3, (t, c / n, probs[t])
     assert sum(probs.values()) > 0.95  # tokens never drawn carry (almost) no probability
+
+
+def test_short_jobs_decode_no_dummy_questions(hf_pair):
+    """A batch holds at most the power of two that fits the call's questions: 3 questions in
+    batches of 8 decode 4 rows' worth of questions, not 8 (5 of them dummies)."""
+    _, model = hf_pair
+    sampler = Sampler(model, None, eos_id=130, questions_per_batch=8)
+    assert sampler.batch_questions_for(48, 3) == 4
+    assert sampler.batch_questions_for(48, 1) == 1
+    assert sampler.batch_questions_for(48, 100) == 8

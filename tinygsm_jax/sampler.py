@@ -488,7 +488,7 @@ class Sampler:
             _PROGRAMS[full_key] = prog
         return prog
 
-    def _batch_questions(self, n: int, n_prompts: int) -> int:
+    def batch_questions_for(self, n: int, n_prompts: int) -> int:
         """Questions per batch for a call of `n_prompts` prompts: no more than a power of two
         that holds them all, so a short job decodes no dummy questions (4 questions in
         batches of 8 spent half of every step on dummies) and compiles few shapes."""
@@ -522,7 +522,7 @@ class Sampler:
                     f"prompt {i} has {len(p)} tokens; with max_new_tokens={M} the model's "
                     f"max_len {self.cfg.max_len} allows at most {limit}"
                 )
-        Qb = self._batch_questions(n, len(prompts))
+        Qb = self.batch_questions_for(n, len(prompts))
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         results: list[list[dict] | None] = [None] * len(prompts)
         statics = (n, M, params.top_k, params.top_p < 1.0, params.stop_at_function_end)
