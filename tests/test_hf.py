@@ -330,7 +330,10 @@ def test_hub_configs_map_to_our_configs(name):
     from tinygsm_jax.config import load_config_file
     from tinygsm_jax.hf import config_from_hf, make_phi_config
 
-    ours = ModelConfig.from_config(load_config_file(name).model, dtype="float32", remat=False)
+    # dtype, remat and scan_unroll say how a program runs, not which model: set as import does
+    ours = ModelConfig.from_config(
+        load_config_file(name).model, dtype="float32", remat=False, scan_unroll=1
+    )
     assert config_from_hf(HUB_CONFIGS[name], "lm") == ours
     # And back: the config.json we would export describes the same model.
     exported = json.loads(make_phi_config(ours).to_json_string())

@@ -11,10 +11,9 @@ head beside it, for Cobbe et al.'s joint objective (value loss plus language mod
 Layer weights are stacked along a leading `layers` axis and the blocks run under
 `jax.lax.scan`: compile time stays flat in depth (the 1.3B model compiles for a TPU pod in
 seconds), and rematerialisation is one `jax.checkpoint` around the block function. On CPU
-the scan is unrolled (`scan_unroll`): a rolled loop runs one layer at a time and stacks every
-layer's residuals into buffers it must zero and copy, while the unrolled program lets XLA run
-independent matmuls of neighbouring layers on different cores (1.13x per train step at the
-6.8M shape, benchmarks/RESULTS.md).
+the scan is unrolled (`scan_unroll`): the rolled loop stacks every layer's residuals into
+buffers it must fill with zeros and then copy into, which the unrolled program does not
+(1.13x per train step at the 6.8M shape; docs/benchmarking.md).
 
 Parameters are float32 `nnx.Param`s tagged with logical axis names in their `axes`
 metadata (`vocab`, `embed`, `heads`, `kv`, `mlp`, `layers`); `tinygsm_jax.sharding` maps
