@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
     add_guard_args(ap)
     args = ap.parse_args(argv)
+    from tinygsm_jax.cli import split_cpu_into_devices
+
+    split_cpu_into_devices()  # the train step as `tinygsm_jax.train` runs it: a device per core
     guard = MachineGuard("input_pipeline", force=args.force)
     guard.before()
 
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         pipe_tiny = pipeline_rate(data_dir, 256, 16, args.seconds)
         pipe_125m = pipeline_rate(data_dir, 1024, 16, args.seconds)
     tiny = step_rate("tiny", args.steps)
-    m125 = step_rate("phi_125m", 2, global_batch=1)
+    m125 = step_rate("phi_125m", 2, global_batch=2)  # one row per CPU device on 2 cores
 
     ratio_tiny = pipe_tiny["tokens_per_s"] / tiny["tokens_per_s"]
     ratio_125m = pipe_125m["tokens_per_s"] / m125["tokens_per_s"]

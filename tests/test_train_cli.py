@@ -214,7 +214,8 @@ def no_compile(monkeypatch):
         (["--config.mesh.data=3"], "does not divide the 8 available devices"),
         (
             ["--config.mesh.data=2", "--config.mesh.fsdp=4", "--config.train.global_batch=12"],
-            "not divisible by the mesh's data*fsdp = 8",
+            "not divisible by the mesh's data*fsdp = 8 (data=2xfsdp=4xtensor=1); on CPU every "
+            "core is a device",
         ),
         (["--config.train.micro_batch=2"], "micro_batch 2 must divide"),
         (["--config.train.bogus=1"], "unknown config key: train.bogus"),

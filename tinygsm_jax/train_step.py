@@ -192,8 +192,14 @@ def check_config(config: ConfigDict, mesh: Mesh) -> None:
     B, shards = int(tc.global_batch), mesh.shape["data"] * mesh.shape["fsdp"]
     mesh_desc = "x".join(f"{k}={v}" for k, v in mesh.shape.items())
     if B % shards:
+        hint = ""
+        if mesh.devices.flat[0].platform == "cpu":
+            hint = (
+                "; on CPU every core is a device (set XLA_FLAGS="
+                "--xla_force_host_platform_device_count=1 for one)"
+            )
         raise UserError(
-            f"config.train.global_batch {B} is not divisible by the mesh's data*fsdp = {shards} ({mesh_desc})"
+            f"config.train.global_batch {B} is not divisible by the mesh's data*fsdp = {shards} ({mesh_desc}){hint}"
         )
     if B % jax.process_count():
         raise UserError(
