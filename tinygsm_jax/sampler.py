@@ -336,15 +336,16 @@ def _sample_parts(
         nxt, kv = model.decode_shared(
             tok[:, None], pos, ctx["prefix"], blocks[: j + 1], t, ctx["layers"]
         )
-
-        def write(cache: jax.Array, new: jax.Array) -> jax.Array:  # new: [.., B, H, K]
-            at = (0,) * (cache.ndim - 2) + (t - j * C, 0)
-            return jax.lax.dynamic_update_slice(cache, new[..., None, :].astype(cache.dtype), at)
-
         if unrolled:  # the model wrote the new token's (k, v) into block j
             blk = kv[j]
-        else:
-            blk = {name: write(blocks[j][name], new) for name, new in zip(("k", "v"), kv)}
+        else:  # (k, v) [L,B,H,K] into slot t - j*C of block j's [L,B,H,C,K]
+            at = (0, 0, 0, t - j * C, 0)
+            blk = {
+                name: jax.lax.dynamic_update_slice(
+                    blocks[j][name], new[:, :, :, None].astype(blocks[j][name].dtype), at
+                )
+                for name, new in zip(("k", "v"), kv)
+            }
         return {
             "t": t + 1,
             "done": new_done,
