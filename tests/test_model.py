@@ -223,6 +223,8 @@ def test_scan_unroll_follows_the_platform_unless_set():
     base = {**CFG.to_dict(), "scan_unroll": "auto"}
     assert ModelConfig.from_config(base).scan_unroll == CFG.n_layers  # tests run on CPU
     assert ModelConfig.from_config({**base, "scan_unroll": "1"}).scan_unroll == 1
+    tpu = ModelConfig.from_config({**base, "dtype": "auto"}, platform="tpu")  # AOT, on a CPU
+    assert (tpu.scan_unroll, tpu.dtype) == (1, "bfloat16")
     with pytest.raises(ValueError, match="number of layers"):
         ModelConfig.from_config({**base, "scan_unroll": "all"})
     assert CFG.for_platform("tpu").scan_unroll == 1

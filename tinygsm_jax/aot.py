@@ -307,8 +307,7 @@ def analyze(config, topology: str, project: bool = True) -> dict:
             "compiler_error": str(e).strip().splitlines()[0][:300],
             "note": "the compiler stopped at the first allocation that overflowed: a lower bound",
         }
-    dtype = config.model.get("dtype", "auto")
-    cfg = ModelConfig.from_config(config.model, dtype="bfloat16" if dtype == "auto" else dtype)
+    cfg = ModelConfig.from_config(config.model, platform="tpu")
     report["n_params"] = count_params(cfg)
     report["compute_dtype"] = cfg.dtype
     if compiled is not None:

@@ -97,13 +97,15 @@ class ModelConfig:
         return jnp.dtype(self.dtype)
 
     @classmethod
-    def from_config(cls, model_cfg: Any, **overrides: Any) -> ModelConfig:
+    def from_config(
+        cls, model_cfg: Any, *, platform: str | None = None, **overrides: Any
+    ) -> ModelConfig:
         """Build from a `config.model` ConfigDict (or dict); "auto" dtype and scan_unroll
-        follow the default backend."""
+        follow `platform` (cpu, tpu, gpu; default: the default backend)."""
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in dict(model_cfg).items() if k in fields}
         values.update(overrides)
-        platform = jax.default_backend()
+        platform = platform or jax.default_backend()
         if values.get("dtype", "auto") == "auto":
             values["dtype"] = "float32" if platform == "cpu" else "bfloat16"
         unroll = values.get("scan_unroll", "auto")

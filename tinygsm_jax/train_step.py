@@ -33,7 +33,7 @@ from ml_collections import ConfigDict
 
 from tinygsm_jax import sharding
 from tinygsm_jax.cli import UserError
-from tinygsm_jax.model import ModelConfig, Phi, scan_unroll_for
+from tinygsm_jax.model import ModelConfig, Phi
 
 OBJECTIVES = {"generator": "lm", "verifier": "value"}  # objective -> the model head it trains
 BATCH_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
@@ -55,13 +55,10 @@ def model_config(config: ConfigDict, mesh: Mesh | None = None) -> ModelConfig:
     Deciding by the mesh, not the default backend, lets a CPU host compile a TPU step with
     the TPU's numerics and program.
     """
-    platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
-    overrides: dict[str, Any] = {"keep_lm_head": lm_loss_weight(config) > 0}
-    if config.model.get("dtype", "auto") == "auto":
-        overrides["dtype"] = "float32" if platform == "cpu" else "bfloat16"
-    if config.model.get("scan_unroll", "auto") == "auto":
-        overrides["scan_unroll"] = scan_unroll_for(platform, int(config.model.n_layers))
-    return ModelConfig.from_config(config.model, **overrides)
+    platform = mesh.devices.flat[0].platform if mesh is not None else None
+    return ModelConfig.from_config(
+        config.model, platform=platform, keep_lm_head=lm_loss_weight(config) > 0
+    )
 
 
 def lm_loss_weight(config: ConfigDict) -> float:
