@@ -1,7 +1,7 @@
 """Defaults shared by every experiment; each config file overrides what makes it different.
 
 Key names are a contract (CLIs, tests and docs rely on them):
-model.{vocab_size, d_model, n_layers, n_heads, d_mlp, rotary_dim, max_len, head},
+model.{vocab_size, d_model, n_layers, n_heads, d_mlp, rotary_dim, max_len, head, dropout},
 mesh.{data, fsdp, tensor}, data.{path, seq_len}, train.{steps, global_batch, lr,
 warmup_steps, weight_decay, seed, lm_loss_weight}, checkpoint.every, log.every,
 eval.{every, dataset, limit, max_new_tokens}.
@@ -31,6 +31,10 @@ def base_config() -> ml_collections.ConfigDict:
     # Layers per iteration of the layer scan: "auto" = all of them on CPU (faster steps), 1 on
     # accelerators (compile time flat in depth); an int sets it.
     c.model.scan_unroll = "auto"
+    # Phi's resid_pdrop/embd_pdrop: dropout on the embedding and on each block's attention and
+    # MLP outputs, in training only (sampling, scoring, train_eval and export run without it).
+    # 0 = off, the program of before bit for bit; Cobbe et al. 2021 train verifiers at 0.2.
+    c.model.dropout = 0.0
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data = -1  # -1 fills with the devices left over

@@ -516,3 +516,30 @@ def test_export_of_a_joint_objective_verifier(tok_dir, tokens, tmp_path, capsys)
         assert not any(k.startswith("lm_head") for k in f.keys())
     ours = np.asarray(model(jnp.asarray(tokens)))
     np.testing.assert_allclose(ours, _hf_out(hf, tokens), atol=TOL, rtol=0)
+
+
+def test_export_of_a_dropout_verifier(tok_dir, tokens, tmp_path, capsys):
+    """A verifier trained with model.dropout exports the same weights and scores (HF in eval
+    mode, as we score without dropout); config.json records the rate as resid_pdrop and
+    embd_pdrop, and importing it back gives a model that runs without dropout (rate 0)."""
+    from test_sampler import random_model
+
+    from tinygsm_jax.checkpoint import save_model
+
+    model = random_model("value", 6, dropout=0.2)
+    save_model(tmp_path / "drop", model, tok_dir)
+    code, _ = _run(
+        export.main, ["--checkpoint", str(tmp_path / "drop"), "--out", str(tmp_path / "hf")], capsys
+    )
+    assert code == 0
+    hc = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert hc["resid_pdrop"] == pytest.approx(0.2) and hc["embd_pdrop"] == pytest.approx(0.2)
+    hf = transformers.AutoModelForTokenClassification.from_pretrained(str(tmp_path / "hf"))
+    assert not hf.training
+    ours = np.asarray(model(jnp.asarray(tokens)))
+    np.testing.assert_allclose(ours, _hf_out(hf, tokens), atol=TOL, rtol=0)
+    cfg, params = import_hf_dir(tmp_path / "hf")
+    assert cfg == model.cfg.replace(dropout=0.0, scan_unroll=cfg.scan_unroll)
+    np.testing.assert_array_equal(
+        params["blocks"]["q_kernel"], np.asarray(model.blocks.q_kernel.value)
+    )

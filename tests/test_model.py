@@ -244,3 +244,72 @@ def test_unrolled_layers_compute_what_the_scan_does(model):
     np.testing.assert_allclose(out[1][0], out[CFG.n_layers][0], atol=1e-5, rtol=0)
     for a, b in zip(jax.tree.leaves(out[1][1]), jax.tree.leaves(out[CFG.n_layers][1])):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------- dropout
+def _plain_forward(model: Phi, *args, **kw):
+    graphdef, state = nnx.split(model)
+    return jax.jit(lambda s, *a, **k: nnx.merge(graphdef, s)(*a, **k))(state, *args, **kw)
+
+
+@pytest.mark.parametrize("head", ["lm", "value"])
+def test_dropout_is_off_without_a_key_and_changes_training_forwards(head):
+    """Rate 0.2, no key (sampling, scoring): the rate-0 outputs bit for bit; with a key the
+    output changes, the same key gives the same masks and another key other ones."""
+    cfg = CFG.replace(head=head)
+    plain, dropped = _model(cfg), _model(cfg.replace(dropout=0.2))
+    tokens = _tokens((2, 10))
+    want = np.asarray(_plain_forward(plain, tokens))
+    np.testing.assert_array_equal(np.asarray(_plain_forward(dropped, tokens)), want)
+    # the cached (decoding) path too
+    pos = jnp.broadcast_to(jnp.arange(10), (2, 10))
+    seg = jnp.ones((2, 10), jnp.int32)
+    out, _ = _plain_forward(dropped, tokens, pos, seg, cache=init_cache(cfg, 2, 12))
+    np.testing.assert_allclose(np.asarray(out), want, atol=TOL, rtol=0)
+
+    key = jax.random.key(7)
+    a = np.asarray(_plain_forward(dropped, tokens, dropout_rng=key))
+    b = np.asarray(_plain_forward(dropped, tokens, dropout_rng=key))
+    c = np.asarray(_plain_forward(dropped, tokens, dropout_rng=jax.random.key(8)))
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - want).max() > 1e-3 and np.abs(a - c).max() > 1e-3
+
+
+def test_dropout_rate_zero_adds_no_op_even_with_a_key():
+    model = _model(CFG)
+    tokens = _tokens((2, 10))
+    graphdef, state = nnx.split(model)
+
+    def run(s, **kw):
+        return nnx.merge(graphdef, s)(tokens, **kw)
+
+    with_key = jax.make_jaxpr(lambda s: run(s, dropout_rng=jax.random.key(1)))(state)
+    without = jax.make_jaxpr(lambda s: run(s))(state)
+    assert "random_bits" not in str(with_key) and "random_bits" not in str(without)
+    assert str(with_key).count("dot_general") == str(without).count("dot_general")
+    g2, s2 = nnx.split(_model(CFG.replace(dropout=0.1)))
+    dropped = jax.make_jaxpr(lambda s: nnx.merge(g2, s)(tokens, dropout_rng=jax.random.key(1)))(s2)
+    assert "random_bits" in str(dropped)  # what the assertions above look for
+    np.testing.assert_array_equal(
+        np.asarray(_plain_forward(model, tokens, dropout_rng=jax.random.key(1))),
+        np.asarray(_plain_forward(model, tokens)),
+    )
+
+
+def test_dropout_zeroes_the_rate_and_keeps_the_mean():
+    from tinygsm_jax.model import dropout
+
+    x = jnp.ones((200, 500), jnp.float32)
+    y = np.asarray(dropout(x, 0.2, jax.random.key(0)))
+    assert abs((y == 0).mean() - 0.2) < 0.01
+    np.testing.assert_allclose(y[y != 0], 1.25, rtol=1e-6)
+    assert abs(y.mean() - 1.0) < 0.02
+
+
+def test_dropout_is_refused_in_a_cached_forward_and_out_of_range():
+    dropped = _model(CFG.replace(dropout=0.1))
+    with pytest.raises(ValueError, match="dropout is for training"):
+        dropped.hidden(_tokens((1, 4)), cache=init_cache(CFG, 1, 8), dropout_rng=jax.random.key(0))
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="model.dropout"):
+            CFG.replace(dropout=bad)

@@ -124,6 +124,8 @@ def config_from_hf(
                 f"{where}: hidden_act {hc['hidden_act']!r} is not supported (only gelu_new)"
             )
         theta, rotary_dim = _rope(hc, head_dim, where)
+        # resid_pdrop/embd_pdrop are not read: dropout is a training choice that the training
+        # config makes (model.dropout), and an imported model scores and samples without it.
         return ModelConfig(
             vocab_size=int(hc.get("vocab_size", 51200)),
             d_model=d,
@@ -187,8 +189,9 @@ def hf_config_kwargs(cfg: ModelConfig, *, eos_token_id: int | None = None, bos_t
         layer_norm_eps=cfg.layer_norm_eps,
         qk_layernorm=False,
         tie_word_embeddings=False,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
+        # Training dropout, recorded as Phi's; it never changes the weights or an eval forward.
+        resid_pdrop=cfg.dropout,
+        embd_pdrop=cfg.dropout,
         attention_dropout=0.0,
         bos_token_id=bos_token_id,
         eos_token_id=eos_token_id,

@@ -25,6 +25,9 @@ the key is not in the future, both carry the same segment id, and the id is not 
 whose slots remember their segment ids, so left-padded prompts need no special case.
 Best-of-N sampling has its own decoding step, `Phi.decode_shared`: the N samples of a prompt
 share one copy of the prompt's cache.
+
+Dropout (`ModelConfig.dropout`, Phi's resid_pdrop/embd_pdrop) runs only in a training forward
+that is handed a `dropout_rng`; decoding, scoring and export never pass one.
 """
 
 from __future__ import annotations
@@ -62,6 +65,10 @@ class ModelConfig:
     # Layers per iteration of the layer scan: 1 on accelerators (compile time flat in depth),
     # n_layers on CPU (faster steps); how the program runs, not what it computes.
     scan_unroll: int = 1
+    # Phi's resid_pdrop = embd_pdrop: dropout on the embedding output and on each block's
+    # attention and MLP outputs, applied only when the forward is given a `dropout_rng`
+    # (training); 0 leaves the dropout code out of the program entirely.
+    dropout: float = 0.0
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -83,6 +90,8 @@ class ModelConfig:
             raise ValueError(
                 f"model.scan_unroll must be between 1 and n_layers {self.n_layers}, got {self.scan_unroll}"
             )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(
                 f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}"
@@ -253,10 +262,18 @@ def _attention_cached(q, k, v, k_old, v_old, mask_old, mask):
     return out + jnp.einsum("bhts,bshk->bthk", probs[..., S:], v)
 
 
-def _block(cfg: ModelConfig, p: dict, x: jax.Array, cos, sin, attend):
+def dropout(x: jax.Array, rate: float, key: jax.Array) -> jax.Array:
+    """Inverted dropout: zero each element with probability `rate`, scale the rest by 1/(1-rate)."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
+
+
+def _block(cfg: ModelConfig, p: dict, x: jax.Array, cos, sin, attend, drop_key=None):
     """One Phi layer; `attend(q, k, v)` ([B,T,H,K] each, rotary applied) is its attention, which
     differs between training (a mask), cached decoding and shared-prompt decoding. Returns the
-    layer output and the new positions' (k, v) for the caller to write into a cache."""
+    layer output and the new positions' (k, v) for the caller to write into a cache. With
+    `drop_key`, the attention and MLP outputs get dropout (`cfg.dropout`) before the residual
+    sum, as Phi's resid_dropout."""
     dt = cfg.compute_dtype
     h = layer_norm(x, p["ln_scale"], p["ln_bias"], cfg.layer_norm_eps)
     q, k, v = (
@@ -269,6 +286,9 @@ def _block(cfg: ModelConfig, p: dict, x: jax.Array, cos, sin, attend):
     m = jnp.einsum("btd,dm->btm", h, p["fc1_kernel"].astype(dt)) + p["fc1_bias"].astype(dt)
     m = constrain(jax.nn.gelu(m, approximate=True), ("batch", "length", "mlp"))
     m = jnp.einsum("btm,md->btd", m, p["fc2_kernel"].astype(dt)) + p["fc2_bias"].astype(dt)
+    if drop_key is not None:
+        k_attn, k_mlp = jax.random.split(drop_key)
+        attn, m = dropout(attn, cfg.dropout, k_attn), dropout(m, cfg.dropout, k_mlp)
     out = constrain(x + attn + m, ("batch", "length", "embed"))
     return out, (k, v)
 
@@ -360,15 +380,30 @@ class Phi(nnx.Module):
         positions: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
         cache: dict[str, jax.Array] | None = None,
+        *,
+        dropout_rng: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array] | None]:
-        """Final-LayerNorm hidden states [B, T, D] (and the updated cache when one is given)."""
+        """Final-LayerNorm hidden states [B, T, D] (and the updated cache when one is given).
+
+        `dropout_rng` (a PRNG key) turns on `cfg.dropout` for a training forward: the embedding
+        output takes one key folded from it, layer i another (folded in by its index, inside
+        the layer scan). Without it, or at rate 0, the forward has no dropout op at all.
+        """
         cfg = self.cfg
+        drop = dropout_rng is not None and cfg.dropout > 0
+        if drop and cache is not None:
+            raise ValueError(
+                "dropout is for training; a cached (decoding) forward takes no dropout_rng"
+            )
         B, T = tokens.shape
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
         if segment_ids is None:
             segment_ids = jnp.ones((B, T), jnp.int32)
         x = self.embed.value.astype(cfg.compute_dtype)[tokens]
+        if drop:
+            embed_key, layers_key = jax.random.split(dropout_rng)
+            x = dropout(x, cfg.dropout, embed_key)
         x = constrain(x, ("batch", "length", "embed"))
         cos, sin = rotary_tables(positions, cfg.rotary_dim, cfg.rope_theta)
         params = self.blocks.stacked()
@@ -381,12 +416,23 @@ class Phi(nnx.Module):
             def attend(q, k, v):
                 return _attention(q, k, v, mask)
 
-            def layer(h, p):
-                return _block(cfg, p, h, cos, sin, attend)[0], None
+            if drop:
 
+                def layer(h, xs):
+                    p, i = xs
+                    key = jax.random.fold_in(layers_key, i)
+                    return _block(cfg, p, h, cos, sin, attend, key)[0], None
+
+                xs = (params, jnp.arange(cfg.n_layers, dtype=jnp.int32))
+            else:
+
+                def layer(h, p):
+                    return _block(cfg, p, h, cos, sin, attend)[0], None
+
+                xs = params
             if cfg.remat:
                 layer = jax.checkpoint(layer, policy=jax.checkpoint_policies.nothing_saveable)
-            x, _ = jax.lax.scan(layer, x, params, unroll=cfg.scan_unroll)
+            x, _ = jax.lax.scan(layer, x, xs, unroll=cfg.scan_unroll)
             new_cache = None
         else:
             index = cache["index"]
@@ -523,8 +569,11 @@ class Phi(nnx.Module):
         positions: jax.Array | None = None,
         segment_ids: jax.Array | None = None,
         cache: dict[str, jax.Array] | None = None,
+        *,
+        dropout_rng: jax.Array | None = None,
     ):
-        """tokens [B, T] -> logits/scores; with `cache`, returns (output, updated cache)."""
-        x, new_cache = self.hidden(tokens, positions, segment_ids, cache)
+        """tokens [B, T] -> logits/scores; with `cache`, returns (output, updated cache).
+        `dropout_rng` turns on training dropout (`hidden`)."""
+        x, new_cache = self.hidden(tokens, positions, segment_ids, cache, dropout_rng=dropout_rng)
         out = self.head(x)
         return out if cache is None else (out, new_cache)

@@ -15,6 +15,9 @@ Design:
   large-batch gradient and one logged step is one optimiser step.
 - Micro-batch j takes rows j, j+n, j+2n, ... of the batch: each device keeps its own rows,
   so splitting the batch moves no data between devices.
+- Dropout (`model.dropout` > 0) draws from a key that is a function of `train.seed` and the
+  step number alone (`dropout_key`), folded with the micro-batch index and, in the model, the
+  layer index: a resumed run draws the same masks. At rate 0 no key is made at all.
 """
 
 from __future__ import annotations
@@ -124,16 +127,32 @@ def last_token_mask(loss_mask: jax.Array, segment_ids: jax.Array) -> jax.Array:
     return on & ~(nxt_on & nxt_same)
 
 
+DROPOUT_STREAM = 0x64726F70  # "drop": keeps the dropout keys apart from the init key of the seed
+
+
+def dropout_key(seed: int, step: jax.Array) -> jax.Array:
+    """The dropout PRNG key of optimiser step `step` (0-based): fixed by seed and step, so resume is exact."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), DROPOUT_STREAM), step)
+
+
 def loss_sums(
-    model: Phi, batch: dict, objective: str, lm_weight: float = 0.0
+    model: Phi,
+    batch: dict,
+    objective: str,
+    lm_weight: float = 0.0,
+    *,
+    dropout_rng: jax.Array | None = None,
 ) -> tuple[jax.Array, dict]:
     """(summed loss over loss tokens, counters). Dividing happens once, over the whole batch.
 
     The verifier's loss is token-level BCE of the value head against the candidate's label;
     with `lm_weight` > 0 (Cobbe et al. 2021's joint objective) it adds `lm_weight` times the
     next-token loss of the LM head on the same tokens, both heads reading one trunk.
+    `dropout_rng` turns on the model's dropout (training only).
     """
-    x, _ = model.hidden(batch["inputs"], batch["positions"], batch["segment_ids"])
+    x, _ = model.hidden(
+        batch["inputs"], batch["positions"], batch["segment_ids"], dropout_rng=dropout_rng
+    )
     mask = batch["loss_mask"].astype(jnp.float32)
     if objective == "generator":
         token_loss = optax.softmax_cross_entropy_with_integer_labels(
@@ -305,17 +324,20 @@ def make_trainer(config: ConfigDict, mesh: Mesh) -> Trainer:
     n_micro = B // micro
 
     lm_weight = lm_loss_weight(config)
+    seed = int(config.train.seed)
 
-    def micro_loss(params, mb):
-        return loss_sums(nnx.merge(graphdef, params), mb, objective, lm_weight)
+    def micro_loss(params, mb, rng=None):
+        model = nnx.merge(graphdef, params)
+        return loss_sums(model, mb, objective, lm_weight, dropout_rng=rng)
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
     def train_step(state: dict, batch: dict) -> tuple[dict, dict]:
         with sharding.use_mesh(mesh):
             params = state["params"]
+            step_key = dropout_key(seed, state["step"]) if cfg.dropout > 0 else None
             if n_micro == 1:
-                (loss_sum, counters), grads = grad_fn(params, batch)
+                (loss_sum, counters), grads = grad_fn(params, batch, step_key)
             else:
                 # [B, T] -> [n_micro, micro, T] with micro-batch j = rows j, j + n_micro, ...
                 split = {
@@ -325,16 +347,22 @@ def make_trainer(config: ConfigDict, mesh: Mesh) -> Trainer:
                     for k, v in batch.items()
                 }
 
-                def body(carry, mb):
-                    (loss_mb, c), g = grad_fn(params, mb)
+                def body(carry, xs):
+                    if step_key is None:
+                        mb, rng = xs, None
+                    else:  # micro-batch j's dropout key: the step's key folded with j
+                        mb, j = xs
+                        rng = jax.random.fold_in(step_key, j)
+                    (loss_mb, c), g = grad_fn(params, mb, rng)
                     return jax.tree.map(jnp.add, carry, (loss_mb, c, g)), None
 
                 zero = jax.tree.map(
                     jnp.zeros_like,
                     jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], split)),
                 )
+                xs = split if step_key is None else (split, jnp.arange(n_micro, dtype=jnp.int32))
                 (loss_sum, counters, grads), _ = jax.lax.scan(
-                    body, (zero[0][0], zero[0][1], zero[1]), split
+                    body, (zero[0][0], zero[0][1], zero[1]), xs
                 )
             tokens = jnp.maximum(counters["tokens"], 1.0)
             grads = jax.tree.map(lambda g: g / tokens, grads)
