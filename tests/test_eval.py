@@ -11,6 +11,7 @@ import pytest
 from test_sampler import random_model
 
 from tinygsm_jax.bestofn import (
+    bootstrap_intervals,
     compute_metrics,
     ks_for,
     majority_correct,
@@ -84,7 +85,9 @@ def test_majority_and_verifier_rules():
             for i, (a, c, sc) in enumerate(samples)]  # fmt: skip
     m = compute_metrics(rows[::-1], [{"correct": True}, {"correct": False}])
     assert m == {"greedy@1": 0.5, "pass@1": 0.5, "maj@1": 0.5, "verify@1": 0.5, "random@1": 0.5,
-                 "pass@2": 1.0, "maj@2": 1.0, "verify@2": 0.5, "random@2": 0.75}  # fmt: skip
+                 "weighted@1": 0.5, "pass@2": 1.0, "maj@2": 1.0, "verify@2": 0.5, "random@2": 0.75,
+                 # q0: 1 (score 0.1) and 2 (score 0.5), one sample each: 2 weighs more, wrong.
+                 "weighted@2": 0.5}  # fmt: skip
 
 
 def test_pick_baselines_recomputed_from_rows():
@@ -160,10 +163,21 @@ def test_eval_gsm8k_with_verifier(shared_data, ckpts, tmp_path):
     )
     assert set(report["metrics"]) == {"greedy@1"} | {
         f"{m}@{k}"
-        for m in ("pass", "maj", "verify", "random", "distinct", "likelihood")
+        for m in ("pass", "maj", "verify", "random", "distinct", "likelihood", "weighted",
+                  "weighted_likelihood")
         for k in (1, 2, 4)
-    }
+    }  # fmt: skip
     assert report["metrics"] == compute_metrics(rows, greedy)  # the report is re-derivable
+    # Intervals for greedy@1 and every pick at k = N, re-derivable from the rows too.
+    boot = report["bootstrap"]
+    assert boot == {"resamples": 2000, "seed": 0, "level": 0.95}
+    derived = bootstrap_intervals(rows, greedy, n_boot=boot["resamples"], seed=boot["seed"])
+    assert report["intervals"] == derived["intervals"]
+    assert report["vs_greedy"] == derived["vs_greedy"]
+    assert set(report["intervals"]) == {"greedy@1"} | {
+        k for k in report["metrics"] if k.endswith("@4")
+    }
+    assert set(report["vs_greedy"]) == set(report["intervals"]) - {"greedy@1"}
     assert report["verifier_ranking"] == ranking_quality(rows)
     t = report["throughput"]
     assert t["generated_tokens"] == sum(r["n_generated"] for r in rows)
@@ -181,8 +195,19 @@ def test_eval_gsm8k_with_verifier(shared_data, ckpts, tmp_path):
         assert r["answer"] is None or isinstance(r["answer"], (int, float))
     assert (out / "accuracy_vs_n.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "report.md").read_text()
-    assert "| k | pass@k (oracle) | maj@k | random@k | distinct@k | likelihood@k | verify@k |" in md
+    assert (
+        "| k | pass@k (oracle) | maj@k | random@k | distinct@k | likelihood@k "
+        "| weighted_likelihood@k | verify@k | weighted@k |" in md
+    )
     assert "| 4 |" in md
+    assert "| pick | accuracy | 95% CI | minus greedy (points) | paired 95% CI |" in md
+    lo, hi = report["intervals"]["verify@4"]
+    d = report["vs_greedy"]["verify@4"]
+    assert (
+        f"| verify@4 | {100 * report['metrics']['verify@4']:.1f}% | {100 * lo:.1f}% to "
+        f"{100 * hi:.1f}% | {100 * d['diff']:+.1f} | {100 * d['ci95'][0]:+.1f} to "
+        f"{100 * d['ci95'][1]:+.1f} |" in md
+    )
     assert report["likelihood_ranking"] == ranking_quality(rows, key="logprob")
     # The verifier's score is its output at the candidate's last body token, the last position
     # its training loss covers (the target there is EOS), reproduced here.
@@ -213,6 +238,135 @@ def test_eval_svamp_without_verifier(shared_data, ckpts, tmp_path):
     assert report["metrics"] == compute_metrics(
         read_rows(out / "candidates.jsonl"), read_rows(out / "greedy.jsonl")
     )
+
+
+# ---------------------------------------------------------------------------------- rescoring
+def test_rescoring_gives_the_full_runs_scores(shared_data, ckpts, tmp_path):
+    """--from-candidates with a verifier scores saved samples as a full run with it would."""
+    ds = f"gsm8k:{shared_data / 'gsm8k' / 'test.jsonl'}"
+    common = ["--generator", str(ckpts["gen"]), "--dataset", ds, "--limit", "3", "--n", "4",
+              "--temperature", "0.7", "--max-new-tokens", "16", "--questions-per-batch", "4",
+              "--workers", "2"]  # fmt: skip
+    plain, full = tmp_path / "plain", tmp_path / "full"
+    assert run(common + ["--out", str(plain)]) == 0
+    assert run(common + ["--verifier", str(ckpts["verifier"]), "--out", str(full)]) == 0
+    rescored = tmp_path / "rescored"
+    argv = ["--from-candidates", str(plain), "--verifier", str(ckpts["verifier"]),
+            "--dataset", ds, "--out", str(rescored)]  # fmt: skip
+    assert run(argv) == 0
+    want, got = read_rows(full / "candidates.jsonl"), read_rows(rescored / "candidates.jsonl")
+    assert [r["score"] for r in got] == [r["score"] for r in want]  # exactly, the same batches
+    assert got == want  # every other field is the saved one (the same samples, same seed)
+    assert read_rows(rescored / "greedy.jsonl") == read_rows(plain / "greedy.jsonl")
+    rep, full_rep = (json.loads((d / "report.json").read_text()) for d in (rescored, full))
+    for key in ("metrics", "intervals", "vs_greedy", "verifier_ranking", "likelihood_ranking"):
+        assert rep[key] == full_rep[key], key
+    assert rep["rescored"] == {"from": str(plain), "verifier": str(ckpts["verifier"])}
+    assert (
+        rep["verifier"] == str(ckpts["verifier"])
+        and rep["throughput"] == json.loads((plain / "report.json").read_text())["throughput"]
+    )  # sampling happened in the source run
+    assert f"Rescored from `{plain}`" in (rescored / "report.md").read_text()
+    assert (rescored / "accuracy_vs_n.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Without a verifier: the report derived again from the same rows, scores kept.
+    again = tmp_path / "again"
+    assert run(["--from-candidates", str(full), "--out", str(again)]) == 0
+    assert read_rows(again / "candidates.jsonl") == want
+    rep = json.loads((again / "report.json").read_text())
+    assert rep["metrics"] == full_rep["metrics"] and rep["intervals"] == full_rep["intervals"]
+    assert rep["rescored"] == {"from": str(full), "verifier": None}
+
+
+def saved_run(tmp_path: Path, questions: list[str]) -> Path:
+    """A hand-made eval output (no generator): one greedy row and two samples per question."""
+    from tinygsm_jax.solution_format import make_prompt
+
+    src = tmp_path / "src"
+    src.mkdir()
+    rows, greedy = [], []
+    for q, question in enumerate(questions):
+        for s, answer in enumerate((5, 6)):  # gold 5: sample 0 right, sample 1 wrong
+            code = make_prompt(question) + f"    result = {answer}\n    return result\n"
+            rows.append({"question_id": q, "sample": s, "code": code, "answer": answer,
+                         "correct": answer == 5, "logprob": -1.0 - s})  # fmt: skip
+        greedy.append({**rows[-2], "sample": 0})
+    for name, rr in (("candidates", rows), ("greedy", greedy)):
+        (src / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rr))
+    report = {"dataset": "jsonl:q.jsonl", "n_questions": len(questions), "n_samples": 2,
+              "temperature": 0.7, "throughput": {"generated_tokens": 0, "sampling_seconds": 0.0,
+                                                 "tokens_per_second": 0.0}}  # fmt: skip
+    (src / "report.json").write_text(json.dumps(report))
+    return src
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no_dir", "no such directory (--from-candidates takes an eval's --out)"),
+        ("no_greedy", "greedy.jsonl: no such file"),
+        ("bad_report", "report.json:1: not valid JSON"),
+        ("not_report", "not an eval report (missing 'n_samples')"),
+        ("bad_row", "candidates.jsonl:2: missing field 'code'"),
+        ("short", "expected 2 questions x 2 samples (report.json), found 2 questions with [1, 2]"),
+        ("other_set", "question 1 is not the one its samples were prompted with"),
+        ("no_dataset", "--from-candidates with --verifier needs --dataset"),
+        ("generator", "--from-candidates reuses saved samples: drop --generator"),
+        ("same_out", "--out must differ from --from-candidates"),
+    ],
+)
+def test_rescoring_bad_input_is_one_clear_line(case, message, ckpts, tmp_path, capsys):
+    questions = ["What is 2 plus 3?", "What is 10 minus 5?"]
+    src = saved_run(tmp_path, questions)
+    data = tmp_path / "q.jsonl"
+    asked = questions if case != "other_set" else [questions[0], "What is 1 plus 4?"]
+    data.write_text("".join(json.dumps({"question": q, "answer": "5"}) + "\n" for q in asked))
+    out = tmp_path / "out"
+    argv = ["--from-candidates", str(src), "--verifier", str(ckpts["verifier"]),
+            "--dataset", f"jsonl:{data}", "--out", str(out)]  # fmt: skip
+    if case == "no_dir":
+        argv[1] = str(tmp_path / "nothing")
+    elif case == "no_greedy":
+        (src / "greedy.jsonl").unlink()
+    elif case == "bad_report":
+        (src / "report.json").write_text("{not json")
+    elif case == "not_report":
+        r = json.loads((src / "report.json").read_text())
+        del r["n_samples"]
+        (src / "report.json").write_text(json.dumps(r))
+    elif case in ("bad_row", "short"):
+        lines = (src / "candidates.jsonl").read_text().splitlines()
+        if case == "bad_row":
+            row = json.loads(lines[1])
+            del row["code"]
+            lines[1] = json.dumps(row)
+        else:
+            del lines[1]
+        (src / "candidates.jsonl").write_text("\n".join(lines) + "\n")
+    elif case == "no_dataset":
+        argv = argv[:4] + argv[6:]
+    elif case == "generator":
+        argv += ["--generator", str(ckpts["gen"])]
+    elif case == "same_out":
+        argv[-1] = str(src)
+    assert run(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not out.exists()
+
+
+def test_rescoring_without_a_verifier_needs_no_checkpoint(tmp_path):
+    """The report alone, derived again: hand-made rows in, their metrics and intervals out."""
+    src = saved_run(tmp_path, ["What is 2 plus 3?", "What is 10 minus 5?"])
+    out = tmp_path / "out"
+    assert run(["--from-candidates", str(src), "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    # Each question: sample 0 right (5), sample 1 wrong (6); the 1-1 vote goes to 5, seen first.
+    assert rep["metrics"]["greedy@1"] == 1.0 and rep["metrics"]["maj@2"] == 1.0
+    assert rep["metrics"]["likelihood@2"] == 1.0 and rep["metrics"]["random@2"] == 0.5
+    assert rep["intervals"]["random@2"] == [0.5, 0.5]
+    assert rep["vs_greedy"]["random@2"] == {"diff": -0.5, "ci95": [-0.5, -0.5]}
+    assert "verify@2" not in rep["metrics"] and "verifier_ranking" not in rep
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
     python -m tinygsm_jax.eval --generator CKPT [--verifier CKPT] --dataset KIND:PATH \\
         [--limit K] --n N [--temperature T] [--max-new-tokens M] --out DIR
+    python -m tinygsm_jax.eval --from-candidates DIR [--verifier CKPT --dataset KIND:PATH] \\
+        --out DIR2
 
 For each question (`KIND:PATH` as in `tinygsm_jax.data.eval_sets`: gsm8k, svamp, jsonl) the
 generator is prompted with `make_prompt(question)`; one greedy decode and N samples are cut at
@@ -15,8 +17,17 @@ when given, scores each sample at its last token. Writes into DIR, each file ato
   sampler produced, counting the EOS or the token that began the next line).
 * greedy.jsonl: the greedy decode of each question, same fields (sample = 0).
 * report.json: dataset, n_questions, n_samples, metrics (`tinygsm_jax.bestofn`), throughput
-  of the N-sample phase (generated tokens, seconds and tokens/s, compilation excluded).
+  of the N-sample phase (generated tokens, seconds and tokens/s, compilation excluded), and
+  95% bootstrap intervals over questions for every pick at k = N (`intervals`, `vs_greedy`
+  paired against greedy@1, `bootstrap` the settings).
 * report.md (a table) and accuracy_vs_n.png (pass@k, maj@k, verify@k against k).
+
+Rescoring (`--from-candidates DIR`): no generator and no sandbox. DIR's candidates.jsonl,
+greedy.jsonl and report.json are read back; with --verifier every sample is scored again (the
+questions come from --dataset, each checked against the prompt its samples' code begins with),
+without one the report is only derived again from the rows (after a change to the metrics).
+DIR2 gets the same five files, the report marked `rescored` (from where, with which verifier).
+So verifiers are compared on exactly the same samples.
 
 Multi-host (a TPU pod slice, or `--coordinator-address/--num-processes/--process-id`): every
 host runs the same command with the same --out. The decode (and the verifier's scoring) is one
@@ -206,7 +217,9 @@ PICKS = (
     ("random", "random@k"),
     ("distinct", "distinct@k"),
     ("likelihood", "likelihood@k"),
+    ("weighted_likelihood", "weighted_likelihood@k"),
     ("verify", "verify@k"),
+    ("weighted", "weighted@k"),
 )
 
 
@@ -236,8 +249,11 @@ def report_markdown(report: dict) -> str:
         "",
         "Every pick but pass@k chooses among the samples that returned a number: random@k is a "
         "uniform pick, distinct@k a uniform pick among distinct programs, likelihood@k the "
-        "generator's most likely sample, verify@k the verifier's highest score.",
+        "generator's most likely sample, verify@k the verifier's highest score; the weighted "
+        "picks sum each answer's weights over its samples (sigmoid of the verifier's score, or "
+        "the generator's probability) and take the heaviest answer.",
     ]
+    lines += interval_markdown(report)
     for key, who in (
         ("verifier_ranking", "Verifier"),
         ("likelihood_ranking", "Generator likelihood"),
@@ -249,6 +265,13 @@ def report_markdown(report: dict) -> str:
                 f"{who} ranking within a question: AUC {r['within_question_auc']:.3f} over the "
                 f"{r['questions']} questions with both right and wrong numeric samples (0.5 is chance).",
             ]
+    if report.get("rescored"):
+        r = report["rescored"]
+        lines += [
+            "",
+            f"Rescored from `{r['from']}` without sampling again"
+            + (f", with verifier `{r['verifier']}`." if r.get("verifier") else " (report only)."),
+        ]
     t = report["throughput"]
     lines += [
         "",
@@ -256,6 +279,36 @@ def report_markdown(report: dict) -> str:
         f"= {t['tokens_per_second']:.1f} tokens/s (compilation excluded).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def interval_markdown(report: dict) -> list[str]:
+    """The k = N picks with their bootstrap intervals, and each minus greedy (paired)."""
+    iv, vs = report.get("intervals"), report.get("vs_greedy") or {}
+    if not iv:
+        return []
+    m = report["metrics"]
+    boot = report.get("bootstrap", {})
+    lines = [
+        "",
+        f"95% intervals, bootstrap over questions ({boot.get('resamples', '?')} resamples, seed "
+        f"{boot.get('seed', '?')}); minus greedy is paired (the same resampled questions):",
+        "",
+        "| pick | accuracy | 95% CI | minus greedy (points) | paired 95% CI |",
+        "|---|---:|---:|---:|---:|",
+    ]
+
+    def pct(x: float) -> str:
+        return f"{100 * x:.1f}%"
+
+    for name, (lo, hi) in iv.items():
+        row = f"| {name} | {pct(m[name])} | {pct(lo)} to {pct(hi)} |"
+        if name in vs:
+            d, (dlo, dhi) = vs[name]["diff"], vs[name]["ci95"]
+            row += f" {100 * d:+.1f} | {100 * dlo:+.1f} to {100 * dhi:+.1f} |"
+        else:
+            row += " | |"
+        lines.append(row)
+    return lines
 
 
 def plot_accuracy(report: dict, path: Path) -> None:
@@ -270,7 +323,7 @@ def plot_accuracy(report: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for name, label in PICKS:
         if f"{name}@1" in m:
-            style = "-" if name in ("pass", "maj", "verify") else ":"
+            style = "-" if name in ("pass", "maj", "verify", "weighted") else ":"
             ax.plot(ks, [100 * m[f"{name}@{k}"] for k in ks], style, marker="o", label=label)
     if "greedy@1" in m:
         ax.axhline(100 * m["greedy@1"], color="gray", linestyle="--", label="greedy")
@@ -296,11 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tinygsm_jax.eval", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument(
-        "--generator", required=True, help="generator checkpoint (workdir or step directory)"
-    )
+    p.add_argument("--generator", help="generator checkpoint (workdir or step directory)")
     p.add_argument("--verifier", help="verifier checkpoint (head=value); adds score and verify@k")
-    p.add_argument("--dataset", required=True, help="KIND:PATH with KIND gsm8k, svamp or jsonl")
+    p.add_argument("--dataset", help="KIND:PATH with KIND gsm8k, svamp or jsonl")
+    p.add_argument(
+        "--from-candidates",
+        metavar="DIR",
+        help="no sampling: rescore DIR's saved samples with --verifier (needs --dataset), or "
+        "without one recompute the report, into --out",
+    )
     p.add_argument("--limit", type=int, help="evaluate only the first K questions")
     p.add_argument("--n", type=int, default=48, help="samples per question (default 48)")
     p.add_argument("--temperature", type=float, default=0.7)
@@ -359,6 +416,13 @@ def check_prompts(sampler, prompts: list[str], max_new: int, where: str) -> None
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.from_candidates is not None:
+        return rescore(args)
+    for flag in ("generator", "dataset"):
+        if getattr(args, flag) is None:
+            raise UserError(
+                f"--{flag} is required (or --from-candidates DIR to rescore saved samples)"
+            )
     check_sampling_args(args)
     if args.temperature < 0:
         raise UserError(f"--temperature must be >= 0, got {args.temperature}")
@@ -371,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     initialize_from_args(args)  # multi-host: before anything touches a device
     import jax
 
-    from tinygsm_jax.bestofn import compute_metrics, ranking_quality
+    from tinygsm_jax.bestofn import compute_metrics
     from tinygsm_jax.checkpoint import load_model
     from tinygsm_jax.sampler import SamplingParams, stream_seed
     from tinygsm_jax.solution_format import make_prompt
@@ -434,15 +498,8 @@ def main(argv: list[str] | None = None) -> int:
                        "tokens_per_second": round(tokens / seconds, 2) if seconds > 0 else 0.0},
         "compile_seconds": round(sampler.stats.compile_seconds, 2), "devices": jax.device_count(),
     }  # fmt: skip
-    report["likelihood_ranking"] = ranking_quality(rows, key="logprob")
-    if scores is not None:
-        report["verifier_ranking"] = ranking_quality(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "candidates.jsonl", rows)
-    write_jsonl(out / "greedy.jsonl", greedy_rows)
-    atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", report_markdown(report))
-    plot_accuracy(report, out / "accuracy_vs_n.png")
+    derive_report(report, rows, greedy_rows)
+    write_outputs(out, rows, greedy_rows, report)
     sync("eval: written")
     m = report["metrics"]
     n = args.n
@@ -451,6 +508,175 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(items)} questions x {n} samples in {time.time() - start:.0f}s: greedy@1 {100 * m['greedy@1']:.1f}%, "
         f"pass@{n} {100 * m[f'pass@{n}']:.1f}%, maj@{n} {100 * m[f'maj@{n}']:.1f}%{extra}; "
         f"{report['throughput']['tokens_per_second']:.0f} tokens/s; wrote {out}"
+    )
+    return 0
+
+
+# How report.json's intervals are drawn (`bestofn.bootstrap_intervals`); recorded in the report.
+BOOTSTRAP = {"resamples": 2000, "seed": 0, "level": 0.95}
+
+
+def derive_report(report: dict, rows: list[dict], greedy_rows: list[dict]) -> dict:
+    """Fill in (in place) everything the rows determine: metrics, rankings, intervals.
+
+    One function for a fresh run and a rescored one, so both reports are derived alike.
+    """
+    from tinygsm_jax.bestofn import bootstrap_intervals, compute_metrics, ranking_quality
+
+    report["metrics"] = compute_metrics(rows, greedy_rows)
+    for name, key in (("likelihood_ranking", "logprob"), ("verifier_ranking", "score")):
+        if all(r.get(key) is not None for r in rows):
+            report[name] = ranking_quality(rows, key=key)
+        else:
+            report.pop(name, None)
+    report["bootstrap"] = dict(BOOTSTRAP)
+    report.update(
+        bootstrap_intervals(
+            rows, greedy_rows, n_boot=BOOTSTRAP["resamples"], seed=BOOTSTRAP["seed"],
+            level=BOOTSTRAP["level"],
+        )
+    )  # fmt: skip
+    return report
+
+
+def write_outputs(out: Path, rows: list[dict], greedy_rows: list[dict], report: dict) -> None:
+    """DIR's five files, each written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out / "candidates.jsonl", rows)
+    write_jsonl(out / "greedy.jsonl", greedy_rows)
+    atomic_write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", report_markdown(report))
+    plot_accuracy(report, out / "accuracy_vs_n.png")
+
+
+# ---------------------------------------------------------------------------------- rescoring
+_ROW_FIELDS = ("question_id", "sample", "code", "answer", "correct")
+
+
+def load_saved_run(src: Path) -> tuple[list[dict], list[dict], dict]:
+    """(candidate rows, greedy rows, report) of an earlier run's --out, checked for shape."""
+    from tinygsm_jax.cli import read_jsonl
+
+    if not src.is_dir():
+        raise UserError(f"{src}: no such directory (--from-candidates takes an eval's --out)")
+    path = src / "report.json"
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(report, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    for key in ("dataset", "n_questions", "n_samples", "throughput"):
+        if key not in report:
+            raise UserError(f"{path}: not an eval report (missing '{key}')")
+    loaded = {}
+    for name in ("candidates", "greedy"):
+        f = src / f"{name}.jsonl"
+        rows = []
+        for lineno, r in read_jsonl(f, required=_ROW_FIELDS):
+            if not isinstance(r["question_id"], int) or not isinstance(r["sample"], int):
+                raise UserError(f"{f}:{lineno}: question_id and sample must be integers")
+            if not isinstance(r["code"], str) or not isinstance(r["correct"], bool):
+                raise UserError(f"{f}:{lineno}: code must be a string and correct a boolean")
+            rows.append(r)
+        if not rows:
+            raise UserError(f"{f}: no rows")
+        loaded[name] = rows
+    cand, greedy = loaded["candidates"], loaded["greedy"]
+    counts: dict[int, int] = {}
+    for r in cand:
+        counts[r["question_id"]] = counts.get(r["question_id"], 0) + 1
+    n, nq = report["n_samples"], report["n_questions"]
+    if len(counts) != nq or set(counts.values()) != {n}:
+        raise UserError(
+            f"{src / 'candidates.jsonl'}: expected {nq} questions x {n} samples (report.json), "
+            f"found {len(counts)} questions with {sorted(set(counts.values()))} samples"
+        )
+    if sorted(r["question_id"] for r in greedy) != sorted(counts):
+        raise UserError(
+            f"{src / 'greedy.jsonl'}: expected one row for each of the candidates' questions"
+        )
+    return cand, greedy, report
+
+
+def questions_for(rows: list[dict], dataset: str) -> dict[int, str]:
+    """question_id -> question from `dataset`, checked against the prompt each row's code holds.
+
+    The rows' code begins with `make_prompt(question)`, byte for byte, so another data set, a
+    changed file or a different --limit offset cannot pass unnoticed.
+    """
+    from tinygsm_jax.data.eval_sets import load_eval_set
+    from tinygsm_jax.solution_format import make_prompt
+
+    items = {it.index: it for it in load_eval_set(dataset)}
+    prompts: dict[int, str] = {}
+    for r in rows:
+        q = r["question_id"]
+        if q not in prompts:
+            if q not in items:
+                raise UserError(
+                    f"{dataset}: has no question {q} (the samples come from another set?)"
+                )
+            prompts[q] = make_prompt(items[q].question)
+        if not r["code"].startswith(prompts[q]):
+            raise UserError(
+                f"{dataset}: question {q} is not the one its samples were prompted with "
+                "(another data set, or the file changed?)"
+            )
+    return {q: items[q].question for q in prompts}
+
+
+def rescore(args) -> int:
+    """`--from-candidates DIR`: the same samples, scored by --verifier (or as they are), to --out.
+
+    No generator and no sandbox: answers and correctness are the saved ones; only the scores
+    (with a verifier) and everything derived from the rows are new.
+    """
+    src, out = as_path(args.from_candidates), as_path(args.out)
+    if args.generator is not None:
+        raise UserError("--from-candidates reuses saved samples: drop --generator")
+    if args.verifier is not None and args.dataset is None:
+        raise UserError(
+            "--from-candidates with --verifier needs --dataset (the questions it reads)"
+        )
+    if str(out).rstrip("/") == str(src).rstrip("/") or (
+        isinstance(out, Path) and out.exists() and out.resolve() == Path(src).resolve()
+    ):
+        raise UserError("--out must differ from --from-candidates (the source stays as it was)")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    rows, greedy_rows, report = load_saved_run(src)
+    from tinygsm_jax.checkpoint import load_model
+
+    verifier = load_model(args.verifier, expect_head="value") if args.verifier else None
+    questions = questions_for(rows + greedy_rows, args.dataset) if args.dataset else None
+    start = time.time()
+    if verifier is not None:
+        # The rows in file order, the order the run that wrote them scored them in: the same
+        # batches, so the same verifier gives the same scores.
+        scorer = Scorer(verifier, mesh=make_mesh_for_sampling())
+        scores = scorer([(questions[r["question_id"]], r["code"]) for r in rows], desc="rescoring")
+        for r, sc in zip(rows, scores):
+            r["score"] = round(sc, 6)
+        report["verifier"] = str(args.verifier)
+        report.pop("verifier_step", None)  # it described the verifier whose scores were replaced
+    report["rescored"] = {
+        "from": str(src),
+        "verifier": str(args.verifier) if args.verifier else None,
+    }
+    try:
+        derive_report(report, rows, greedy_rows)
+    except ValueError as e:
+        raise UserError(f"{src}: {e}") from None
+    write_outputs(out, rows, greedy_rows, report)
+    m, n = report["metrics"], report["n_samples"]
+    extra = f", verify@{n} {100 * m[f'verify@{n}']:.1f}%" if f"verify@{n}" in m else ""
+    print(
+        f"rescored {len(rows)} samples of {report['n_questions']} questions in "
+        f"{time.time() - start:.0f}s: greedy@1 {100 * m['greedy@1']:.1f}%, maj@{n} "
+        f"{100 * m[f'maj@{n}']:.1f}%{extra}; wrote {out}"
     )
     return 0
 
