@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import statistics
 import sys
 from collections import Counter
@@ -91,6 +92,8 @@ class Knobs:
     distractor_rate: float = 0.3  # chance of an irrelevant sentence (and rate^2 of a second one)
     max_words: int = 80  # longest question, in words
     domains: tuple[str, ...] = DOMAINS
+    # How programs are written (`STYLES`); each problem's `code` takes one of them at random.
+    styles: tuple[str, ...] = ("plain",)
 
     def validate(self) -> Knobs:
         if not 1 <= self.min_ops <= self.max_ops:
@@ -110,6 +113,9 @@ class Knobs:
             raise UserError(
                 f"domains must be a non-empty subset of {', '.join(DOMAINS)}, got {bad}"
             )
+        bad = [x for x in self.styles if x not in STYLES]
+        if bad or not self.styles:
+            raise UserError(f"styles must be a non-empty subset of {', '.join(STYLES)}, got {bad}")
         return self
 
 
@@ -411,6 +417,73 @@ def _insert_distractors(pb: _Problem) -> int:
     return count
 
 
+# ------------------------------------------------------------------------- program styles
+# TinyGSM has several solutions per question; one fixed way of writing every program teaches a
+# small model a single string per problem, so its right samples repeat exactly and a verifier
+# learns "looks like the memorised program" rather than "matches the question". A style
+# rewrites the program's lines without changing what it computes (every variant is executed
+# and must return the answer).
+_CONSTANT = re.compile(r"^([a-z_][a-z0-9_]*) = (\d+)$")
+
+
+def _assigned_once(lines: list[str]) -> dict[str, int]:
+    """Constant lines (`name = 12`) whose name is assigned nowhere else: safe to move or inline."""
+    counts = Counter(line.split(" = ", 1)[0] for line in lines)
+    return {
+        m.group(1): i
+        for i, line in enumerate(lines)
+        if (m := _CONSTANT.match(line)) and counts[m.group(1)] == 1
+    }
+
+
+def _constants_first(lines: list[str]) -> list[str]:
+    """Every given number named up front, in question order, then the computation.
+
+    A constant line that is its name's first assignment can move to the top: nothing before it
+    reads the name (that would fail) and nothing before it writes it.
+    """
+    seen: set[str] = set()
+    first: set[int] = set()
+    for i, line in enumerate(lines):
+        name = line.split(" = ", 1)[0]
+        if name not in seen and _CONSTANT.match(line):
+            first.add(i)
+        seen.add(name)
+    return [lines[i] for i in sorted(first)] + [x for i, x in enumerate(lines) if i not in first]
+
+
+def _inline(lines: list[str]) -> list[str]:
+    """A given number used once is written where it is used (`miles = miles + 18`)."""
+    once = _assigned_once(lines)
+    out, drop = list(lines), set()
+    for name, i in once.items():
+        uses = [j for j, x in enumerate(lines) if j != i and re.search(rf"\b{name}\b", x)]
+        if len(uses) == 1 and uses[0] > i:
+            value = _CONSTANT.match(lines[i]).group(2)
+            j = uses[0]
+            out[j] = re.sub(rf"\b{name}\b", value, out[j].split(" = ", 1)[1])
+            out[j] = f"{lines[j].split(' = ', 1)[0]} = {out[j]}"
+            drop.add(i)
+    return [x for i, x in enumerate(out) if i not in drop]
+
+
+STYLES: dict[str, object] = {
+    "plain": list,  # one line per quantity, each named where the question gives it
+    "constants_first": _constants_first,
+    "inline": _inline,
+}
+
+
+def program_variants(question: str, lines: list[str]) -> dict[str, str]:
+    """The problem's program in every style (`STYLES`), as full TinyGSM programs."""
+    return {
+        name: make_program(
+            question, "".join(f"    {x}\n" for x in rewrite(lines)) + "    return result\n"
+        )
+        for name, rewrite in STYLES.items()
+    }
+
+
 def _program_value(code: str) -> object:
     """Run one of *our own* generated programs (trusted text, no model output) and return its value."""
     scope: dict = {}
@@ -440,15 +513,21 @@ def _attempt(rng: random.Random, split: str, knobs: Knobs) -> dict | None:
     question = " ".join(pb.units)
     if len(question.split()) > knobs.max_words:
         return None
-    body = "".join(f"    {line}\n" for line in pb.lines) + "    return result\n"
-    code = make_program(question, body)
     answer_int = int(answer)
-    got = _program_value(code)
-    if got != answer_int:  # a bug in a step, never a property of the sample
-        raise AssertionError(f"program returns {got!r}, expected {answer_int}:\n{code}")
+    variants = program_variants(question, pb.lines)
+    for style, code in variants.items():
+        got = _program_value(code)
+        if got != answer_int:  # a bug in a step or a style, never a property of the sample
+            raise AssertionError(f"{style} program returns {got!r}, expected {answer_int}:\n{code}")
+    # The style is drawn from its own stream, so the questions do not depend on `styles`.
+    style = random.Random(f"style:{question}").choice(knobs.styles)
+    extra = {}
+    if len(knobs.styles) > 1:  # every distinct program of the asked styles, for the reader
+        extra = {"style": style, "variants": sorted({variants[x] for x in knobs.styles})}
     return {
         "question": question,
-        "code": code,
+        "code": variants[style],
+        **extra,
         "answer": answer_int,
         "source": "offline",
         "split": split,
@@ -475,8 +554,9 @@ def generate(n: int, split: str = "train", seed: int = 0, **knobs: object) -> It
     unknown = sorted(set(knobs) - names)
     if unknown:
         raise UserError(f"unknown difficulty knob(s): {', '.join(unknown)}")
-    if "domains" in knobs:
-        knobs["domains"] = tuple(knobs["domains"])  # type: ignore[arg-type]
+    for name in ("domains", "styles"):
+        if name in knobs:
+            knobs[name] = tuple(knobs[name])  # type: ignore[arg-type]
     kn = Knobs(**knobs).validate()  # type: ignore[arg-type]
     if split == "test" and kn.max_ops < 2:
         raise UserError("the test split needs max_ops >= 2 (a held-out composition is 2 steps)")
@@ -582,6 +662,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--distractor-rate", type=float, help=f"default {d.distractor_rate}")
     p.add_argument("--max-words", type=int, help=f"default {d.max_words}")
     p.add_argument("--domains", help=f"comma-separated subset of {','.join(d.domains)}")
+    p.add_argument("--styles", help=f"comma-separated program styles, each problem written in one "
+                   f"at random: {','.join(STYLES)} (default {','.join(d.styles)})")  # fmt: skip
     return p
 
 
@@ -598,6 +680,8 @@ def main(argv: list[str] | None = None) -> int:
             knobs[name] = getattr(args, name)
     if args.domains is not None:
         knobs["domains"] = tuple(d.strip() for d in args.domains.split(",") if d.strip())
+    if args.styles is not None:
+        knobs["styles"] = tuple(x.strip() for x in args.styles.split(",") if x.strip())
     Knobs(**knobs).validate()  # fail before any work
     if args.out and Path(args.out).is_dir():
         raise UserError(f"{args.out}: is a directory, expected a .jsonl file path")

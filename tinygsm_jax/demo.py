@@ -36,6 +36,7 @@ class Settings:
     """Everything a preset decides: the teacher, the problem counts, sampling, the two models."""
 
     teacher: str = "default"  # offline teacher difficulty (data_gen offline --preset)
+    teacher_styles: str = "plain"  # program styles of the training problems (--styles)
     n_train: int = 12000  # training problems before filtering
     n_verifier_questions: int = 160  # held-back questions the verifier data is sampled on
     n_dev: int = 200  # dev split: same distribution as the headline, used for choices
@@ -49,6 +50,11 @@ class Settings:
     dedup: bool = False  # verifier_data --dedup
     train_eval_every: int = 100  # the generator's greedy dev accuracy every N steps (metrics.jsonl)
     train_eval_limit: int = 100  # ... on the first K dev questions
+    # Checkpoint steps the verifier data is sampled from (empty: a third, two thirds and the
+    # end of training) and the step evaluated (0: the last).
+    verifier_data_steps: tuple[int, ...] = ()
+    eval_step: int = 0
+    verifier_init_step: int = 0  # the checkpoint the verifier starts from (0: the evaluated one)
     generator: tuple[str, ...] = ()  # --config.* overrides of configs/tiny.py
     verifier: tuple[str, ...] = ()  # --config.* overrides of configs/tiny_verifier.py
 
@@ -57,6 +63,22 @@ PRESETS: dict[str, Settings] = {
     "default": Settings(),
     "easy": Settings(teacher="easy"),
     "hard": Settings(teacher="hard"),
+    # The verifier's regime (issue 21): a generator trained past the copying phase on four times
+    # the problems, written in three styles; the test-time generator is a mid checkpoint, where
+    # greedy leaves headroom; verifier data from many questions with few samples each, from the
+    # checkpoints around it; 500 headline questions.
+    "lift": Settings(
+        teacher_styles="plain,constants_first,inline",
+        n_train=48000,
+        n_verifier_questions=2000,
+        n_dev=300,
+        n_eval=500,
+        verifier_samples=4,
+        train_eval_every=250,
+        verifier_data_steps=(750, 1000, 1250),
+        eval_step=1000,
+        generator=("--config.train.steps=2000", "--config.checkpoint.every=250"),
+    ),
 }
 
 _SMOKE_MODEL = (
@@ -81,6 +103,9 @@ def smoke(s: Settings) -> Settings:
     return dataclasses.replace(
         s,
         **SMOKE,
+        verifier_data_steps=(),
+        eval_step=0,
+        verifier_init_step=0,  # the toy run has 6 steps
         generator=s.generator + _SMOKE_MODEL + ("--config.train.steps=6",),
         verifier=s.verifier + _SMOKE_MODEL + ("--config.train.steps=4",),
     )
@@ -154,8 +179,19 @@ def stages(s: Settings, out: Path, seed: int, gen_config: str, ver_config: str) 
     gen_cfg = _load_config(gen_config, list(s.generator))
     gen_steps, every = int(gen_cfg.train.steps), int(gen_cfg.checkpoint.every)
     thirds = {max(every, gen_steps * i // 3 // every * every) for i in (1, 2)}
-    ckpts = [str(out / "generator" / "checkpoints" / str(n)) for n in sorted(thirds | {gen_steps})]
+    steps = sorted(s.verifier_data_steps or thirds | {gen_steps})
+    for n in (*steps, s.eval_step or gen_steps, s.verifier_init_step or gen_steps):
+        if n % every or not 0 < n <= gen_steps:
+            raise UserError(f"checkpoint step {n} is not saved: the generator saves every {every} "
+                            f"of {gen_steps} steps")  # fmt: skip
+    ckpts = [str(out / "generator" / "checkpoints" / str(n)) for n in steps]
+    # The test-time generator: the workdir (its last step) or the step the preset names.
     generator = out / "generator"
+    if s.eval_step:
+        generator = generator / "checkpoints" / str(s.eval_step)
+    trunk = (
+        out / "generator" / "checkpoints" / str(s.verifier_init_step or s.eval_step or gen_steps)
+    )
     decode = ["--max-new-tokens", str(s.max_new_tokens)]
     # Accuracy during training, on the dev split: the curve the checkpoint choice depends on.
     train_eval = [f"--config.eval.every={s.train_eval_every}",
@@ -165,7 +201,8 @@ def stages(s: Settings, out: Path, seed: int, gen_config: str, ver_config: str) 
 
     def offline(n: int, split: str, offset: int, name: str) -> list[str]:
         return ["data_gen", "offline", "--n", str(n), "--split", split, "--seed",
-                str(seed + offset), "--preset", s.teacher, "--out", str(teacher / name)]  # fmt: skip
+                str(seed + offset), "--preset", s.teacher, "--styles", s.teacher_styles,
+                "--out", str(teacher / name)]  # fmt: skip
 
     def evaluate(questions: str, out_dir: Path) -> list[str]:
         return ["tinygsm_jax.eval", "--generator", str(generator), "--verifier",
@@ -219,7 +256,7 @@ def stages(s: Settings, out: Path, seed: int, gen_config: str, ver_config: str) 
         Stage("verifier_set", [build(out / "verifier_data" / "candidates.jsonl", "verifier")],
               "data/verifier/"),
         Stage("verifier", [train(ver_config, "verifier", data / "verifier", s.verifier,
-                                 f"--config.train.init_from={generator}")], "verifier/"),
+                                 f"--config.train.init_from={trunk}")], "verifier/"),
         Stage("eval_dev", [evaluate("dev.jsonl", out / "dev")], "dev/"),
         Stage("eval", [evaluate("eval.jsonl", out)], "report.json, candidates.jsonl, ..."),
         Stage("eval_heldout", [evaluate("heldout.jsonl", out / "heldout")], "heldout/"),
