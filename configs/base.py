@@ -2,8 +2,9 @@
 
 Key names are a contract (CLIs, tests and docs rely on them):
 model.{vocab_size, d_model, n_layers, n_heads, d_mlp, rotary_dim, max_len, head, dropout},
-mesh.{data, fsdp, tensor}, data.{path, seq_len}, train.{steps, global_batch, lr,
-warmup_steps, weight_decay, seed, lm_loss_weight}, checkpoint.every, log.every,
+mesh.{data, fsdp, tensor}, data.{path, seq_len, group_by_question}, train.{steps,
+global_batch, lr, warmup_steps, weight_decay, seed, lm_loss_weight, rank_loss_weight,
+rank_loss}, checkpoint.every, log.every,
 eval.{every, dataset, limit, max_new_tokens}.
 """
 
@@ -45,6 +46,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.path = ""  # a TFDS directory written by `python -m tinygsm_jax.data build`
     c.data.seq_len = 1024
     c.data.shuffle_buffer = 10000
+    # Verifier: batches that keep each question's candidates together (shuffle questions, not
+    # rows; a question's candidates in one micro-batch). Needed by train.rank_loss_weight > 0.
+    c.data.group_by_question = False
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 20000
@@ -61,6 +65,13 @@ def base_config() -> ml_collections.ConfigDict:
     # Verifier only: weight of the language-modelling loss added to the value loss on the same
     # tokens (Cobbe et al. 2021's joint objective); > 0 keeps the LM head in the checkpoint.
     c.train.lm_loss_weight = 0.0
+    # Verifier only: weight of a within-question ranking loss on the scores at each candidate's
+    # last token, beside the token-level BCE (LEVER, V-STaR); 0 = the BCE alone, as before.
+    # rank_loss: "pairwise" (softplus(s_wrong - s_right) over right/wrong pairs of a question,
+    # mean over pairs) or "listwise" (-log of the right candidates' softmax mass per question,
+    # mean over questions with both).
+    c.train.rank_loss_weight = 0.0
+    c.train.rank_loss = "pairwise"
     c.train.init_from = (
         ""  # a checkpoint to start from (imported Phi-1.5; the generator, for a verifier)
     )

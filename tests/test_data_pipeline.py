@@ -328,3 +328,137 @@ def test_importing_the_data_modules_does_not_import_tensorflow():
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# ------------------------------------------------- batches that keep a question's candidates
+def _tokens_to_question(d: Path) -> dict[tuple, str]:
+    import tensorflow_datasets as tfds
+
+    out = {}
+    for ex in tfds.builder_from_directory(str(d)).as_dataset(split="train").as_numpy_iterator():
+        out[tuple(ex["prompt_ids"]) + tuple(ex["target_ids"])] = ex["question_id"].decode()
+    return out
+
+
+@pytest.fixture(scope="module")
+def grouped_dir(tmp_path_factory) -> Path:
+    # 30 questions of 4 candidates (labels 1 where i % 3 == 0), over 3 shards
+    return _build(tmp_path_factory.mktemp("grouped"), "gds", rows(120, labels=True), shards=3)
+
+
+def grouped(d: Path, **kw) -> InputPipeline:
+    args = dict(
+        split="train",
+        seq_len=SEQ,
+        global_batch=8,
+        objective="verifier",
+        seed=5,
+        process_index=0,
+        process_count=1,
+        group_by_question=True,
+        micro_batches=2,
+    )
+    args.update(kw)
+    return InputPipeline(str(d), **args)
+
+
+def _epoch_batches(p: InputPipeline) -> list[dict]:
+    """The batches of one epoch (a pipeline that does not repeat)."""
+    assert not p.repeat
+    return list(p)
+
+
+def test_grouped_batches_keep_each_question_in_one_micro_batch(grouped_dir):
+    from tinygsm_jax.data.packing import max_docs_per_row
+
+    question_of = _tokens_to_question(grouped_dir)
+    p = grouped(grouped_dir, repeat=False)
+    assert p.host_num_examples == 120
+    seen: dict[str, set] = {}  # question -> {(batch, micro-batch)}
+    group_of: dict[str, set] = {}
+    placed = Counter()
+    for b, batch in enumerate(_epoch_batches(p)):
+        assert batch["group"].dtype == np.int32 and batch["group"].shape == (8, SEQ)
+        assert (batch["group"][batch["segment_ids"] == 0] == 0).all()
+        documents(batch)  # the packing invariants
+        for r in range(8):
+            for seg in np.unique(batch["segment_ids"][r][batch["segment_ids"][r] > 0]):
+                where = batch["segment_ids"][r] == seg
+                tokens = tuple(batch["inputs"][r][where]) + (batch["targets"][r][where][-1],)
+                q = question_of[tokens]
+                placed[tokens] += 1
+                seen.setdefault(q, set()).add((b, r % 2))  # micro-batch j = rows j, j + 2, ...
+                group_of.setdefault(q, set()).update(np.unique(batch["group"][r][where]).tolist())
+        assert (batch["segment_ids"].max(axis=1) <= max_docs_per_row(SEQ)).all()
+    assert len(seen) == 30 and all(len(v) == 1 for v in seen.values()), seen
+    assert sorted(placed.values()) == [1] * 120  # one epoch: every candidate once
+    ids = [next(iter(v)) for v in group_of.values()]
+    assert all(len(v) == 1 for v in group_of.values()) and len(set(ids)) == 30 and min(ids) > 0
+    p.close()
+
+
+def test_grouped_hosts_hold_whole_disjoint_questions(grouped_dir):
+    question_of = _tokens_to_question(grouped_dir)
+    hosts = []
+    for i in range(2):
+        p = grouped(grouped_dir, process_index=i, process_count=2, repeat=False)
+        docs = [t for batch in _epoch_batches(p) for t, _, _ in documents(batch)]
+        hosts.append(Counter(question_of[t] for t in docs))
+        assert len(docs) == p.host_num_examples
+        p.close()
+    assert not set(hosts[0]) & set(hosts[1])
+    assert set(hosts[0]) | set(hosts[1]) == {str(q) for q in range(30)}
+    assert all(n == 4 for h in hosts for n in h.values())  # every candidate of a question
+
+
+def test_grouped_resume_yields_the_identical_next_batches(grouped_dir):
+    p = grouped(grouped_dir)
+    for _ in range(3):
+        next(p)
+    state = json.loads(json.dumps(p.get_state()))
+    want = [next(p) for _ in range(4)]  # runs over the epoch's end
+    q = grouped(grouped_dir)
+    q.set_state(state)
+    for w in want:
+        got = next(q)
+        assert set(got) == set(w) and all(np.array_equal(got[k], w[k]) for k in w)
+    # A grouped state does not resume an ungrouped pipeline, nor the other way round.
+    plain = grouped(grouped_dir, group_by_question=False, micro_batches=1)
+    with pytest.raises(UserError, match="group_by_question"):
+        plain.set_state(state)
+    with pytest.raises(UserError, match="group_by_question"):
+        q.set_state(plain.get_state())
+    for x in (p, q, plain):
+        x.close()
+    with pytest.raises(UserError, match="verifier"):
+        grouped(grouped_dir, objective="generator")
+
+
+def _doc(n: int, group: int, tag: int) -> Doc:
+    return Doc(np.full(n + 1, tag, np.int32), 1, float(tag % 2), (0, group, tag), group)
+
+
+def test_pack_grouped_batch_moves_a_group_that_does_not_fit_and_splits_an_oversized_one():
+    from tinygsm_jax.data.packing import GroupStream, pack_grouped_batch
+
+    # rows of 16 positions (one document per row at most 1 = ceil(16 / 16)); two row sets of
+    # two rows each: {0, 2} and {1, 3}
+    groups = GroupStream(
+        iter(
+            [
+                [_doc(10, 1, 1)],
+                [_doc(10, 2, 2), _doc(10, 2, 3)],  # does not fit in row 2 alone: moves on
+                [_doc(10, 3, 4), _doc(10, 3, 5), _doc(10, 3, 6)],  # larger than a row set
+            ]
+        )
+    )
+    batch, placed = pack_grouped_batch(groups, [[0, 2], [1, 3]], 16)
+    assert placed == 3
+    assert batch["group"][:, 0].tolist() == [1, 2, 0, 2]
+    assert batch["inputs"][:, 0].tolist() == [1, 2, 0, 3]
+    assert groups.peek()[0].pos == (0, 3, 4)  # group 3 starts the next batch
+    batch, placed = pack_grouped_batch(groups, [[0, 2], [1, 3]], 16)
+    # rows 0 and 2 (the first row set) take two of its documents, row 1 the third
+    assert placed == 3 and batch["group"][:, 0].tolist() == [3, 3, 3, 0]
+    assert batch["inputs"][:, 0].tolist() == [4, 6, 5, 0]
+    assert groups.peek() is None

@@ -222,8 +222,27 @@ def no_compile(monkeypatch):
         (["--config.objective=verifier"], "trains model.head='value'"),
         (["--config.model.vocab_size=64"], "smaller than the tokenizer's"),
         (["--config.data.seq_len=128"], "exceeds model.max_len"),
+        (
+            [
+                "--config.objective=verifier",
+                "--config.model.head=value",
+                "--config.train.rank_loss_weight=0.5",
+            ],
+            "set --config.data.group_by_question=True",
+        ),
+        (["--config.model.dropout=1.5"], "model.dropout must be in [0, 1)"),
     ],
-    ids=["mesh", "batch", "micro_batch", "unknown_key", "objective_head", "vocab", "seq_len"],
+    ids=[
+        "mesh",
+        "batch",
+        "micro_batch",
+        "unknown_key",
+        "objective_head",
+        "vocab",
+        "seq_len",
+        "rank_loss",
+        "dropout",
+    ],
 )
 def test_bad_configuration_is_one_line_before_compiling(no_compile, tmp_path, tok, extra, message):
     with pytest.raises(UserError, match=re.escape(message)) as e:
@@ -369,3 +388,38 @@ def test_generator_then_verifier_on_built_data_sets(tmp_path, tok):
     np.testing.assert_array_equal(
         np.asarray(v2.model.lm_head_kernel.value), np.asarray(g2.model.lm_head_kernel.value)
     )
+
+
+def test_ranking_verifier_with_dropout_on_grouped_data_resumes_exactly(tmp_path, tok):
+    """The verifier recipe options end to end on a built data set: question-grouped batches,
+    the pairwise loss logged beside the BCE, dropout, micro-batches; stopping after step 2 and
+    rerunning gives the losses of an unbroken run bit for bit (data position and masks)."""
+    from tinygsm_jax.data.builder import build_dataset
+    from tinygsm_jax.solution_format import make_program
+
+    src = tmp_path / "candidates.jsonl"
+    with src.open("w") as f:
+        for i in range(64):  # 16 questions of 4 samples, 2 right and 2 wrong
+            q, k = f"Tom has {i // 4} apples and buys 3 more. How many apples now?", i // 4
+            op = "+" if i % 2 else "-"
+            body = f"    apples = {k}\n    result = apples {op} 3\n    return result\n"
+            row = {"question": q, "code": make_program(q, body), "label": i % 2,
+                   "question_id": str(k), "sample": i % 4}  # fmt: skip
+            f.write(json.dumps(row) + "\n")
+    build_dataset([str(src)], str(tmp_path / "data"), tokenizer_dir=str(tok), shards=2)
+    small = [a for a in SMALL if "seq_len" not in a and "max_len" not in a and "steps" not in a]
+    argv = ["--config", "tiny_verifier", f"--config.data.path={tmp_path / 'data'}", *small,
+            "--config.data.seq_len=128", "--config.model.max_len=128",
+            "--config.train.global_batch=16", "--config.train.micro_batch=8",
+            "--config.model.dropout=0.2",
+            "--config.train.rank_loss_weight=0.5", "--config.data.group_by_question=True"]  # fmt: skip
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train.main([*argv, "--workdir", str(whole), "--config.train.steps=4"]) == 0
+    assert train.main([*argv, "--workdir", str(parts), "--config.train.steps=2"]) == 0
+    assert train.main([*argv, "--workdir", str(parts), "--config.train.steps=4"]) == 0
+    got = {r["step"]: r for r in rows(parts)}
+    for r in rows(whole):
+        assert r["rank_count"] > 0 and r["loss"] == pytest.approx(
+            r["value_loss"] + 0.5 * r["rank_loss"], rel=1e-5
+        )
+        assert got[r["step"]]["loss"] == r["loss"], r["step"]

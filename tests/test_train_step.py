@@ -342,3 +342,178 @@ def test_dropout_keys_differ_by_micro_batch_and_step():
     a = _run_state(config, sharding.make_mesh(2, 2, 2), 2)[2]
     b = _run_state(config, sharding.make_mesh(2, 2, 2), 2)[2]
     assert a == b and np.isfinite(a).all()
+
+
+# ------------------------------------------------------------ the within-question ranking loss
+# (row, start, length, group, label, has loss tokens): three rows of 64 positions
+RANK_DOCS = [
+    (0, 0, 10, 1, 1, True), (0, 10, 10, 1, 0, True), (0, 20, 10, 2, 1, True),
+    (1, 0, 15, 1, 0, True), (1, 15, 10, 2, 0, True), (1, 25, 10, 2, 1, True),
+    (1, 35, 10, 3, 1, True),  # question 3 has no wrong candidate: no pair
+    (2, 0, 10, 4, 1, False),  # a prompt with no loss token is no candidate
+    (2, 10, 10, 4, 0, True), (2, 20, 12, 5, 0, True),
+]  # fmt: skip
+
+
+def _rank_batch(seed: int = 0):
+    """A hand-packed verifier batch with question ids, random scores, and the candidates'
+    (score, group, label) read off by hand at each last loss token."""
+    T = 64
+    batch = {k: np.zeros((3, T), np.int32) for k in ("segment_ids", "group")}
+    batch["loss_mask"] = np.zeros((3, T), np.float32)
+    batch["labels"] = np.zeros((3, T), np.float32)
+    scores = np.random.default_rng(seed).normal(size=(3, T)).astype(np.float32) * 2
+    seg_of_row, cands = {}, []
+    for r, a, n, g, y, has_loss in RANK_DOCS:
+        seg_of_row[r] = seg_of_row.get(r, 0) + 1
+        batch["segment_ids"][r, a : a + n] = seg_of_row[r]
+        batch["group"][r, a : a + n] = g
+        batch["labels"][r, a : a + n] = y
+        if has_loss:
+            batch["loss_mask"][r, a + n // 2 : a + n] = 1.0
+            cands.append((float(scores[r, a + n - 1]), g, y))
+    return {k: jnp.asarray(v) for k, v in batch.items()}, jnp.asarray(scores), cands
+
+
+def _softplus(x: float) -> float:
+    return float(np.log1p(np.exp(-abs(x))) + max(x, 0.0))
+
+
+def test_pairwise_rank_loss_equals_a_hand_computation():
+    from tinygsm_jax.train_step import rank_loss_sums
+
+    batch, scores, cands = _rank_batch()
+    pairs = [
+        _softplus(-(si - sj))
+        for si, gi, yi in cands
+        for sj, gj, yj in cands
+        if gi == gj and yi == 1 and yj == 0
+    ]
+    assert len(pairs) == 4  # question 1: 1 right x 2 wrong; question 2: 2 right x 1 wrong
+    total, count = rank_loss_sums(scores, batch, "pairwise")
+    assert float(count) == 4
+    np.testing.assert_allclose(float(total), sum(pairs), rtol=1e-5)
+
+
+def test_listwise_rank_loss_equals_a_hand_computation():
+    from tinygsm_jax.train_step import rank_loss_sums
+
+    batch, scores, cands = _rank_batch(1)
+    want = []
+    for g in sorted({g for _, g, _ in cands}):
+        s = np.array([c[0] for c in cands if c[1] == g], np.float64)
+        y = np.array([c[2] for c in cands if c[1] == g])
+        if 0 < y.sum() < len(y):
+            want.append(-np.log(np.exp(s[y == 1]).sum() / np.exp(s).sum()))
+    assert len(want) == 2  # questions 1 and 2; 3 (all right), 4 and 5 (all wrong) are left out
+    total, count = rank_loss_sums(scores, batch, "listwise")
+    assert float(count) == 2
+    np.testing.assert_allclose(float(total), sum(want), rtol=1e-5)
+    # its gradient is finite (the masked entries carry no NaN) and moves only candidates' scores
+    grad = np.asarray(jax.grad(lambda s: rank_loss_sums(s, batch, "listwise")[0])(scores))
+    assert np.isfinite(grad).all() and np.count_nonzero(grad) == 6  # q 1 and 2: 3 each
+
+
+def test_no_pairs_give_a_zero_rank_loss():
+    from tinygsm_jax.train_step import rank_loss_sums
+
+    batch, scores, _ = _rank_batch()
+    batch = dict(batch, labels=jnp.zeros_like(batch["labels"]))  # every candidate wrong
+    for kind in ("pairwise", "listwise"):
+        total, count = rank_loss_sums(scores, batch, kind)
+        assert float(total) == 0.0 and float(count) == 0.0
+
+
+def _verifier_config(*extra: str):
+    return small_config("--config.objective=verifier", "--config.model.head=value", *extra)
+
+
+def _grouped_batch(k: int) -> dict:
+    """synthetic_batch's verifier rows with question ids that keep each question inside one
+    micro-batch of 4 rows (rows j, j + 2, j + 4, j + 6): rows {0, 2}, {4, 6}, {1, 3}, {5, 7}."""
+    b = synthetic_batch(3, k, 8, 32, 256, "verifier")
+    rows = np.arange(8)[:, None]
+    b["group"] = np.where(b["segment_ids"] > 0, 1 + rows % 2 + 2 * (rows // 4), 0).astype(np.int32)
+    return b
+
+
+def test_rank_loss_weight_zero_is_the_program_without_the_keys():
+    without = _verifier_config()
+    for key in ("rank_loss_weight", "rank_loss"):
+        del without.train[key]
+    del without.data["group_by_question"]
+    zero = _verifier_config("--config.train.rank_loss_weight=0.0")
+    ts = [make_trainer(c, one_device()) for c in (without, zero)]
+    assert "group" not in ts[1].abstract_batch
+    hlo = [t.step_fn.lower(t.abstract_state, t.abstract_batch).as_text() for t in ts]
+    assert hlo[0] == hlo[1]
+    losses = []
+    for t in ts:
+        state = t.init(0)
+        state, m = t.step_fn(state, t.put_batch(synthetic_batch(1, 0, 8, 32, 256, "verifier")))
+        losses.append((float(m["loss"]), jax.device_get(state["params"]["value_kernel"])))
+    assert losses[0][0] == losses[1][0]
+    np.testing.assert_array_equal(losses[0][1], losses[1][1])
+
+
+@pytest.mark.parametrize("kind", ["pairwise", "listwise"])
+def test_rank_loss_joins_the_bce_and_accumulation_keeps_it(kind):
+    """loss = BCE (per token) + w * rank loss (per pair or question); with each question
+    inside one micro-batch, accumulating micro-batches gives the large batch's step."""
+    extra = [
+        "--config.train.rank_loss_weight=0.5",
+        f"--config.train.rank_loss={kind}",
+        "--config.data.group_by_question=True",
+    ]
+    runs = []
+    for micro in ("0", "4"):
+        t = make_trainer(
+            _verifier_config(*extra, f"--config.train.micro_batch={micro}"), one_device()
+        )
+        assert "group" in t.abstract_batch
+        state, ms = t.init(0), []
+        for k in range(3):
+            state, m = t.step_fn(state, t.put_batch(_grouped_batch(k)))
+            ms.append({key: float(v) for key, v in jax.device_get(m).items()})
+        runs.append(ms)
+    for m in runs[0]:
+        assert m["rank_count"] > 0
+        np.testing.assert_allclose(m["loss"], m["value_loss"] + 0.5 * m["rank_loss"], rtol=1e-5)
+    for a, b in zip(*runs):
+        for key in ("loss", "value_loss", "rank_loss", "rank_count"):
+            np.testing.assert_allclose(a[key], b[key], rtol=2e-4)
+    # The rank term is the one rank_loss_sums computes from the model's scores at step 0.
+    from flax import nnx
+
+    from tinygsm_jax.train_step import rank_loss_sums
+
+    t = make_trainer(_verifier_config(*extra), one_device())
+    state, b = t.init(0), {k: jnp.asarray(v) for k, v in _grouped_batch(0).items()}
+    model = nnx.merge(t.graphdef, jax.device_get(state["params"]))
+    total, count = rank_loss_sums(model(b["inputs"], b["positions"], b["segment_ids"]), b, kind)
+    np.testing.assert_allclose(runs[0][0]["rank_loss"], float(total) / float(count), rtol=1e-5)
+    assert runs[0][0]["rank_count"] == float(count)
+
+
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--config.train.rank_loss_weight=0.5"], "group_by_question"),
+        (
+            [
+                "--config.train.rank_loss_weight=0.5",
+                "--config.data.group_by_question=True",
+                "--config.train.rank_loss=triplet",
+            ],
+            "rank_loss must be one of",
+        ),
+        (["--config.train.rank_loss_weight=-1"], "rank_loss_weight"),
+    ],
+)
+def test_rank_loss_settings_are_checked(extra, match):
+    from tinygsm_jax.cli import UserError
+
+    with pytest.raises(UserError, match=match):
+        make_trainer(_verifier_config(*extra), one_device())
+    with pytest.raises(UserError, match="rank_loss_weight"):  # not for the generator
+        make_trainer(small_config("--config.train.rank_loss_weight=0.5"), one_device())

@@ -100,6 +100,8 @@ def open_pipeline(config: ConfigDict):
         )
     from tinygsm_jax.data.pipeline import InputPipeline
 
+    B, micro = int(config.train.global_batch), int(config.train.micro_batch)
+    grouped = bool(config.data.get("group_by_question", False))
     return InputPipeline(
         config.data.path,
         split="train",
@@ -109,6 +111,9 @@ def open_pipeline(config: ConfigDict):
         seed=int(config.train.seed),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        # the ranking loss's batches: a question's candidates in one micro-batch
+        group_by_question=grouped,
+        micro_batches=B // micro if grouped and micro else 1,
     )
 
 
@@ -337,7 +342,7 @@ def train(config: ConfigDict, workdir: Path) -> int:
                 "mfu": tps * fpt / peak,
                 "loss_tokens": int(m["loss_tokens"]),
             }
-            for key in ("last_token_accuracy", "value_loss", "lm_loss"):  # objective-specific
+            for key in ("last_token_accuracy", "value_loss", "lm_loss", "rank_loss", "rank_count"):
                 if key in m:
                     last[key] = float(m[key])
             writer.write("step", **last)

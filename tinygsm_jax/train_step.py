@@ -15,6 +15,11 @@ Design:
   large-batch gradient and one logged step is one optimiser step.
 - Micro-batch j takes rows j, j+n, j+2n, ... of the batch: each device keeps its own rows,
   so splitting the batch moves no data between devices.
+- The verifier's ranking loss (`train.rank_loss_weight` > 0) compares the scores (the value
+  head at each candidate's last token) of one question's right and wrong candidates within a
+  micro-batch; the input pipeline (`data.group_by_question`) keeps a question's candidates in
+  one micro-batch. Its sum over the batch is divided by the batch's pair (pairwise) or
+  question (listwise) count, the BCE's by its token count, as before.
 - Dropout (`model.dropout` > 0) draws from a key that is a function of `train.seed` and the
   step number alone (`dropout_key`), folded with the micro-batch index and, in the model, the
   layer index: a resumed run draws the same masks. At rate 0 no key is made at all.
@@ -36,15 +41,19 @@ from ml_collections import ConfigDict
 
 from tinygsm_jax import sharding
 from tinygsm_jax.cli import UserError
+from tinygsm_jax.data.packing import max_docs_per_row
 from tinygsm_jax.model import ModelConfig, Phi
 
 OBJECTIVES = {"generator": "lm", "verifier": "value"}  # objective -> the model head it trains
+RANK_LOSSES = ("pairwise", "listwise")
 BATCH_KEYS = ("inputs", "targets", "loss_mask", "segment_ids", "positions")
 BATCH_SPEC = ("batch", "length")
 
 
-def batch_keys(objective: str) -> tuple[str, ...]:
-    return BATCH_KEYS + (("labels",) if objective == "verifier" else ())
+def batch_keys(objective: str, grouped: bool = False) -> tuple[str, ...]:
+    """The arrays of a batch; `grouped` adds the question id per token (the ranking loss's)."""
+    keys = BATCH_KEYS + (("labels",) if objective == "verifier" else ())
+    return keys + (("group",) if grouped else ())
 
 
 def batch_dtype(key: str) -> np.dtype:
@@ -69,6 +78,13 @@ def lm_loss_weight(config: ConfigDict) -> float:
     if config.objective != "verifier":
         return 0.0
     return float(config.train.get("lm_loss_weight", 0.0))
+
+
+def rank_loss_weight(config: ConfigDict) -> float:
+    """The verifier's within-question ranking loss weight (0: the BCE alone, as before)."""
+    if config.objective != "verifier":
+        return 0.0
+    return float(config.train.get("rank_loss_weight", 0.0))
 
 
 def lr_schedule(tc: ConfigDict) -> Callable[[jax.Array], jax.Array]:
@@ -135,6 +151,52 @@ def dropout_key(seed: int, step: jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), DROPOUT_STREAM), step)
 
 
+def rank_candidates(scores: jax.Array, batch: dict) -> tuple[jax.Array, ...]:
+    """(score, valid, group, right) per candidate slot, [rows * max_docs_per_row] each.
+
+    A candidate is a packed sequence; its score is the value head at its last loss token
+    (`last_token_mask`, where the verifier is read at test time). Row r's segment k fills
+    slot (r, k - 1); rows of grouped batches hold at most `max_docs_per_row` segments, and
+    segments beyond (other batches only) are left out of the ranking loss.
+    """
+    K = max_docs_per_row(batch["segment_ids"].shape[1])
+    last = last_token_mask(batch["loss_mask"], batch["segment_ids"])
+    slots = jnp.arange(1, K + 1, dtype=batch["segment_ids"].dtype)
+    onehot = (batch["segment_ids"][:, :, None] == slots) & last[:, :, None]  # [b, T, K]
+    score = jnp.einsum("bt,btk->bk", scores, onehot.astype(scores.dtype))
+    valid = jnp.any(onehot, axis=1)
+    group = jnp.max(jnp.where(onehot, batch["group"][:, :, None], 0), axis=1)
+    right = jnp.any(onehot & (batch["labels"][:, :, None] > 0.5), axis=1)
+    return score.reshape(-1), valid.reshape(-1), group.reshape(-1), right.reshape(-1)
+
+
+def rank_loss_sums(scores: jax.Array, batch: dict, kind: str) -> tuple[jax.Array, jax.Array]:
+    """(summed ranking loss, its count) over one micro-batch's questions.
+
+    pairwise: softplus(-(s_i - s_j)) for every right i and wrong j of the same question, counted
+    per pair. listwise: -log(sum over the question's right of exp(s) / sum over all of exp(s))
+    for each question with a right and a wrong candidate, counted per question.
+    """
+    s, valid, group, right = rank_candidates(scores, batch)
+    same = valid[:, None] & valid[None, :] & (group[:, None] == group[None, :])
+    if kind == "pairwise":
+        pairs = same & right[:, None] & ~right[None, :]
+        loss = jax.nn.softplus(s[None, :] - s[:, None])  # [i, j]: -(s_i - s_j)
+        return jnp.sum(jnp.where(pairs, loss, 0.0)), jnp.sum(pairs.astype(jnp.float32))
+    if kind != "listwise":
+        raise ValueError(f"rank loss must be one of {RANK_LOSSES}, got {kind!r}")
+    neg = jnp.float32(-1e30)  # finite, so masked entries carry no NaN into the gradient
+    lse_all = jax.nn.logsumexp(jnp.where(same, s[None, :], neg), axis=1)
+    lse_right = jax.nn.logsumexp(jnp.where(same & right[None, :], s[None, :], neg), axis=1)
+    n = s.shape[0]
+    earlier = jnp.arange(n)[None, :] < jnp.arange(n)[:, None]
+    first = valid & ~jnp.any(same & earlier, axis=1)  # one slot stands for its question
+    mixed = jnp.any(same & right[None, :], axis=1) & jnp.any(same & ~right[None, :], axis=1)
+    counted = first & mixed
+    loss = jnp.sum(jnp.where(counted, lse_all - lse_right, 0.0))
+    return loss, jnp.sum(counted.astype(jnp.float32))
+
+
 def loss_sums(
     model: Phi,
     batch: dict,
@@ -142,12 +204,18 @@ def loss_sums(
     lm_weight: float = 0.0,
     *,
     dropout_rng: jax.Array | None = None,
+    rank_weight: float = 0.0,
+    rank_loss: str = "pairwise",
+    rank_scale: jax.Array | float = 1.0,
 ) -> tuple[jax.Array, dict]:
     """(summed loss over loss tokens, counters). Dividing happens once, over the whole batch.
 
     The verifier's loss is token-level BCE of the value head against the candidate's label;
     with `lm_weight` > 0 (Cobbe et al. 2021's joint objective) it adds `lm_weight` times the
     next-token loss of the LM head on the same tokens, both heads reading one trunk.
+    With `rank_weight` > 0 it adds `rank_weight * rank_scale` times the summed ranking loss
+    (`rank_loss_sums`; the step passes tokens / ranking count of the whole batch as the scale,
+    so that after its division by tokens the term is a mean over pairs or questions).
     `dropout_rng` turns on the model's dropout (training only).
     """
     x, _ = model.hidden(
@@ -169,13 +237,22 @@ def loss_sums(
         "last_correct": jnp.sum(correct.astype(jnp.float32)),
         "last_count": jnp.sum(last.astype(jnp.float32)),
     }
+    total = value_sum
+    if rank_weight:
+        rank_sum, rank_count = rank_loss_sums(out, batch, rank_loss)
+        counters |= {
+            "value_loss_sum": value_sum,
+            "rank_loss_sum": rank_sum,
+            "rank_count": rank_count,
+        }
+        total = value_sum + (rank_weight * rank_scale) * rank_sum
     if not lm_weight:
-        return value_sum, counters
+        return total, counters
     lm_sum = jnp.sum(
         optax.softmax_cross_entropy_with_integer_labels(model.lm_logits(x), batch["targets"]) * mask
     )
     counters |= {"value_loss_sum": value_sum, "lm_loss_sum": lm_sum}
-    return value_sum + lm_weight * lm_sum, counters
+    return total + lm_weight * lm_sum, counters
 
 
 def check_config(config: ConfigDict, mesh: Mesh) -> None:
@@ -225,6 +302,20 @@ def check_config(config: ConfigDict, mesh: Mesh) -> None:
     if lm_weight < 0 or (lm_weight and config.objective != "verifier"):
         raise UserError(
             f"config.train.lm_loss_weight must be >= 0 and is for the verifier objective, got {lm_weight}"
+        )
+    rank_weight = float(tc.get("rank_loss_weight", 0.0))
+    if rank_weight < 0 or (rank_weight and config.objective != "verifier"):
+        raise UserError(
+            f"config.train.rank_loss_weight must be >= 0 and is for the verifier objective, got {rank_weight}"
+        )
+    if rank_weight and tc.get("rank_loss", "pairwise") not in RANK_LOSSES:
+        raise UserError(
+            f"config.train.rank_loss must be one of {', '.join(RANK_LOSSES)}, got {tc.rank_loss!r}"
+        )
+    if rank_weight and not config.data.get("group_by_question", False):
+        raise UserError(
+            "config.train.rank_loss_weight > 0 compares candidates of one question, which needs "
+            "batches that keep them together: set --config.data.group_by_question=True"
         )
     micro = int(tc.micro_batch)
     if micro < 0 or (micro and (B % micro or micro % shards)):
@@ -316,9 +407,11 @@ def make_trainer(config: ConfigDict, mesh: Mesh) -> Trainer:
     )
     B, T = int(config.train.global_batch), int(config.data.seq_len)
     batch_sharding = NamedSharding(mesh, sharding.logical_to_spec(BATCH_SPEC, (B, T), mesh))
+    rank_weight = rank_loss_weight(config)
+    rank_kind = str(config.train.get("rank_loss", "pairwise"))
     abstract_batch = {
         k: jax.ShapeDtypeStruct((B, T), batch_dtype(k), sharding=batch_sharding)
-        for k in batch_keys(objective)
+        for k in batch_keys(objective, grouped=rank_weight > 0)
     }
     micro = int(config.train.micro_batch or B)
     n_micro = B // micro
@@ -326,9 +419,27 @@ def make_trainer(config: ConfigDict, mesh: Mesh) -> Trainer:
     lm_weight = lm_loss_weight(config)
     seed = int(config.train.seed)
 
-    def micro_loss(params, mb, rng=None):
+    def micro_loss(params, mb, rng=None, rank_scale=1.0):
         model = nnx.merge(graphdef, params)
-        return loss_sums(model, mb, objective, lm_weight, dropout_rng=rng)
+        if not rank_weight:
+            return loss_sums(model, mb, objective, lm_weight, dropout_rng=rng)
+        return loss_sums(
+            model,
+            mb,
+            objective,
+            lm_weight,
+            dropout_rng=rng,
+            rank_weight=rank_weight,
+            rank_loss=rank_kind,
+            rank_scale=rank_scale,
+        )
+
+    def rank_scale_of(micro_batches: dict, tokens: jax.Array) -> jax.Array:
+        """tokens / ranking count of the whole batch (pairs never cross micro-batches)."""
+        count = jax.vmap(
+            lambda mb: rank_loss_sums(jnp.zeros(mb["segment_ids"].shape), mb, rank_kind)[1]
+        )(micro_batches).sum()
+        return jnp.maximum(tokens, 1.0) / jnp.maximum(count, 1.0)
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
@@ -336,8 +447,12 @@ def make_trainer(config: ConfigDict, mesh: Mesh) -> Trainer:
         with sharding.use_mesh(mesh):
             params = state["params"]
             step_key = dropout_key(seed, state["step"]) if cfg.dropout > 0 else None
+            scale = 1.0
+            if rank_weight and n_micro == 1:
+                whole = jax.tree.map(lambda v: v[None], batch)  # one micro-batch
+                scale = rank_scale_of(whole, batch["loss_mask"].sum())
             if n_micro == 1:
-                (loss_sum, counters), grads = grad_fn(params, batch, step_key)
+                (loss_sum, counters), grads = grad_fn(params, batch, step_key, scale)
             else:
                 # [B, T] -> [n_micro, micro, T] with micro-batch j = rows j, j + n_micro, ...
                 split = {
@@ -346,6 +461,8 @@ def make_trainer(config: ConfigDict, mesh: Mesh) -> Trainer:
                     )
                     for k, v in batch.items()
                 }
+                if rank_weight:
+                    scale = rank_scale_of(split, batch["loss_mask"].sum())
 
                 def body(carry, xs):
                     if step_key is None:
@@ -353,7 +470,7 @@ def make_trainer(config: ConfigDict, mesh: Mesh) -> Trainer:
                     else:  # micro-batch j's dropout key: the step's key folded with j
                         mb, j = xs
                         rng = jax.random.fold_in(step_key, j)
-                    (loss_mb, c), g = grad_fn(params, mb, rng)
+                    (loss_mb, c), g = grad_fn(params, mb, rng, scale)
                     return jax.tree.map(jnp.add, carry, (loss_mb, c, g)), None
 
                 zero = jax.tree.map(
@@ -378,9 +495,14 @@ def make_trainer(config: ConfigDict, mesh: Mesh) -> Trainer:
                 metrics["last_token_accuracy"] = counters["last_correct"] / jnp.maximum(
                     counters["last_count"], 1.0
                 )
-            if lm_weight:
+            if lm_weight or rank_weight:
                 metrics["value_loss"] = counters["value_loss_sum"] / tokens
+            if lm_weight:
                 metrics["lm_loss"] = counters["lm_loss_sum"] / tokens
+            if rank_weight:
+                count = counters["rank_count"]
+                metrics["rank_loss"] = counters["rank_loss_sum"] / jnp.maximum(count, 1.0)
+                metrics["rank_count"] = count
             return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
     step_fn = jax.jit(

@@ -15,6 +15,16 @@ that piece and reads from the start of that window: at most one window plus a sk
 shard file, never the whole data set. A state saved by another host (multi-host runs that only
 keep process 0's state) is resumed exactly too, by replaying the saved number of batches.
 
+With `group_by_question` (the verifier's ranking loss), batches keep a question's candidates
+together instead: every host reads the whole split once into memory (verifier sets are small:
+16,000 candidates of 400 tokens are 26 MB), numbers the questions (question_id, else the
+question text) in sorted order, and takes the questions a seeded permutation deals it, whole,
+so hosts hold disjoint questions and group ids are the same on every host. Each epoch shuffles
+this host's questions (seed, process, epoch) and each question's candidates, and packs them
+with `packing.pack_grouped_batch`: a question's candidates go into the rows of one micro-batch
+(row r of host p is global row p * rows + r, in micro-batch (p * rows + r) % micro_batches).
+The resume state is the same triple, read as (epoch, question, candidate).
+
 TensorFlow is imported lazily and kept on the CPU; JAX never sees it. The caller turns each
 host's numpy batch into a global array (`jax.make_array_from_process_local_data`).
 """
@@ -31,7 +41,7 @@ import numpy as np
 from tinygsm_jax.cli import UserError
 from tinygsm_jax.data import schema
 from tinygsm_jax.data.dataset import open_dataset
-from tinygsm_jax.data.packing import Doc, Peekable, pack_batch
+from tinygsm_jax.data.packing import Doc, GroupStream, Peekable, pack_batch, pack_grouped_batch
 
 STATE_VERSION = 1
 OBJECTIVES = {"generator": schema.PROBLEMS, "verifier": schema.VERIFIER}
@@ -134,6 +144,107 @@ class _Reader:
             epoch, piece, offset = epoch + 1, 0, 0
 
 
+def _read_split(pieces: list[tuple[str, int, int]]) -> dict[str, list]:
+    """Every candidate of `pieces` in file order: tokens, prompt length, label, question key."""
+    from tinygsm_jax.data.tfenv import import_tf
+
+    tf = import_tf()
+    feats = {
+        "prompt_ids": tf.io.RaggedFeature(tf.int64),
+        "target_ids": tf.io.RaggedFeature(tf.int64),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+        "question_id": tf.io.FixedLenFeature([], tf.string, default_value=b""),
+        "question": tf.io.FixedLenFeature([], tf.string, default_value=b""),
+    }
+
+    def parse(serialized):
+        ex = tf.io.parse_example(serialized, feats)
+        for key, short in (("prompt_ids", "p"), ("target_ids", "t")):
+            ex[short + "v"], ex[short + "s"] = ex[key].values, ex[key].row_splits
+            del ex[key]
+        return ex
+
+    out: dict[str, list] = {"tokens": [], "prompt_len": [], "label": [], "key": []}
+    for name, skip, take in pieces:
+        ds = tf.data.TFRecordDataset(name, buffer_size=1 << 20).skip(skip).take(take).batch(1024)
+        for ex in ds.map(parse).as_numpy_iterator():
+            pv, ps, tv, ts = ex["pv"], ex["ps"], ex["tv"], ex["ts"]
+            for e in range(len(ps) - 1):
+                p = pv[ps[e] : ps[e + 1]].astype(np.int32)
+                out["tokens"].append(np.concatenate([p, tv[ts[e] : ts[e + 1]].astype(np.int32)]))
+                out["prompt_len"].append(len(p))
+                out["label"].append(float(ex["label"][e]))
+                qid, question = ex["question_id"][e].decode(), ex["question"][e].decode()
+                out["key"].append(f"id:{qid}" if qid else f"question:{question}")
+    return out
+
+
+def _take(fi) -> int:
+    """Examples a TFDS file instruction reads (take -1 = to the end of the shard)."""
+    return int(fi.take) if fi.take >= 0 else int(fi.examples_in_shard) - int(fi.skip)
+
+
+class _GroupedReader:
+    """This host's questions, whole, each a group of candidates, in the seeded per-epoch order."""
+
+    def __init__(
+        self,
+        pieces: list[tuple[str, int, int]],
+        *,
+        seed: int,
+        process_index: int,
+        process_count: int,
+    ):
+        rows = _read_split(pieces)
+        keys = sorted(set(rows["key"]))
+        index = {k: i for i, k in enumerate(keys)}
+        deal = np.empty(len(keys), np.int64)  # question -> host, a seeded deal of whole questions
+        deal[np.random.default_rng([seed]).permutation(len(keys))] = (
+            np.arange(len(keys)) % process_count
+        )
+        members: dict[int, list[int]] = {}
+        for row, key in enumerate(rows["key"]):
+            q = index[key]
+            if deal[q] == process_index:
+                members.setdefault(q, []).append(row)
+        self.questions = sorted(members)  # global question indices; group id = index + 1
+        self.members = [members[q] for q in self.questions]
+        self.rows, self.num_questions = rows, len(keys)
+        self.num_examples = sum(len(m) for m in self.members)
+        self.seed, self.process_index = seed, process_index
+
+    def order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.process_index, epoch]).permutation(
+            len(self.questions)
+        )
+
+    def groups(self, epoch: int, qpos: int, offset: int, *, repeat: bool) -> Iterator[list[Doc]]:
+        """Groups from position (epoch, question, candidate) on; forever if `repeat`."""
+        rows = self.rows
+        while True:
+            order = self.order(epoch)
+            for i in range(qpos, len(order)):
+                q = self.questions[order[i]]
+                mine = self.members[order[i]]
+                perm = np.random.default_rng([self.seed, self.process_index, epoch, q]).permutation(
+                    len(mine)
+                )
+                start = offset if i == qpos else 0
+                yield [
+                    Doc(
+                        rows["tokens"][mine[perm[j]]],
+                        rows["prompt_len"][mine[perm[j]]],
+                        rows["label"][mine[perm[j]]],
+                        (epoch, i, j),
+                        q + 1,
+                    )
+                    for j in range(start, len(mine))
+                ]
+            if not repeat:
+                return
+            epoch, qpos, offset = epoch + 1, 0, 0
+
+
 class _Prefetcher:
     """Runs a (batch, state) generator in a background thread, `depth` items ahead."""
 
@@ -183,6 +294,9 @@ class InputPipeline:
     Each batch is a dict of `[global_batch // process_count, seq_len]` arrays: `inputs`,
     `targets` (int32), `loss_mask` (float32), `segment_ids`, `positions` (int32), and for the
     verifier objective `labels` (float32, the candidate's 0/1 label at every position of it).
+    With `group_by_question` (verifier only) batches keep each question's candidates in the
+    rows of one of `micro_batches` micro-batches and add `group` (int32, the question's id at
+    every position of its candidates, 0 = padding), for the ranking loss.
     """
 
     def __init__(
@@ -200,6 +314,8 @@ class InputPipeline:
         shuffle_window: int = 10_000,
         repeat: bool = True,
         prefetch: int = 2,
+        group_by_question: bool = False,
+        micro_batches: int = 1,
     ):
         import tensorflow_datasets as tfds
 
@@ -220,6 +336,12 @@ class InputPipeline:
             raise UserError(f"seed must be non-negative, got {seed}")
         if seq_len < 1 or shuffle_window < 1:
             raise UserError("seq_len and shuffle_window must be positive")
+        if group_by_question and objective != "verifier":
+            raise UserError("data.group_by_question groups verifier candidates by question")
+        if micro_batches < 1 or global_batch % micro_batches:
+            raise UserError(
+                f"micro_batches {micro_batches} must be positive and divide the global batch {global_batch}"
+            )
         builder, meta = open_dataset(data_dir)
         if meta.kind != OBJECTIVES[objective]:
             raise UserError(
@@ -246,10 +368,36 @@ class InputPipeline:
         self.process_index, self.process_count = process_index, process_count
         self.rows = global_batch // process_count
         self.repeat, self.prefetch = repeat, prefetch
+        self.group_by_question, self.micro_batches = group_by_question, micro_batches
         self.tokenizer_dir = meta.tokenizer_dir
         self.tokenizer_fingerprint = meta.tokenizer_fingerprint
         self.eos_id = meta.eos_id
         self.num_examples = meta.splits[split]  # the whole split, all hosts together
+        self._source = None
+        if group_by_question:
+            self._grouped = _GroupedReader(
+                [
+                    (str(fi.filename), int(fi.skip), _take(fi))
+                    for fi in builder.info.splits[split].file_instructions
+                ],
+                seed=seed,
+                process_index=process_index,
+                process_count=process_count,
+            )
+            if not self._grouped.questions:
+                raise UserError(
+                    f"{data_dir}: split {split!r} has {self._grouped.num_questions} questions, "
+                    f"too few for process {process_index} of {process_count} to get one"
+                )
+            self.pieces = []
+            self.host_num_examples = self._grouped.num_examples
+            first = process_index * self.rows
+            self.row_sets = [
+                [r for r in range(self.rows) if (first + r) % micro_batches == j]
+                for j in range(micro_batches)
+            ]
+            self._start({"epoch": 0, "piece": 0, "offset": 0, "batches": 0})
+            return
         host_split = tfds.split_for_jax_process(
             split, process_index=process_index, process_count=process_count
         )
@@ -278,6 +426,9 @@ class InputPipeline:
     def _batches(
         self, epoch: int, piece: int, offset: int, batches: int
     ) -> Iterator[tuple[dict, dict]]:
+        if self.group_by_question:
+            yield from self._grouped_batches(epoch, piece, offset, batches)
+            return
         docs = Peekable(self._reader.docs(epoch, piece, offset, repeat=self.repeat))
         with_labels = self.objective == "verifier"
         while True:
@@ -289,6 +440,21 @@ class InputPipeline:
                 return
             batches += 1
             pos = nxt.pos if nxt is not None else (None, None, None)
+            yield batch, {"epoch": pos[0], "piece": pos[1], "offset": pos[2], "batches": batches}
+
+    def _grouped_batches(
+        self, epoch: int, qpos: int, offset: int, batches: int
+    ) -> Iterator[tuple[dict, dict]]:
+        groups = GroupStream(self._grouped.groups(epoch, qpos, offset, repeat=self.repeat))
+        while True:
+            batch, placed = pack_grouped_batch(
+                groups, self.row_sets, self.seq_len, pad_id=self.pad_id
+            )
+            nxt = groups.peek()
+            if placed == 0 and nxt is None:
+                return
+            batches += 1
+            pos = nxt[0].pos if nxt is not None else (None, None, None)
             yield batch, {"epoch": pos[0], "piece": pos[1], "offset": pos[2], "batches": batches}
 
     def _start(self, position: dict, skip_batches: int = 0) -> None:
@@ -330,7 +496,13 @@ class InputPipeline:
     # -- resume ----------------------------------------------------------------------------
 
     def _identity(self) -> dict[str, Any]:
+        grouped = (
+            {"group_by_question": True, "micro_batches": self.micro_batches}
+            if self.group_by_question
+            else {}
+        )
         return {
+            **grouped,
             "split": self.split,
             "seq_len": self.seq_len,
             "global_batch": self.global_batch,
@@ -354,6 +526,11 @@ class InputPipeline:
         if state.get("version") != STATE_VERSION:
             raise UserError(
                 f"input pipeline state has version {state.get('version')!r}, expected {STATE_VERSION}"
+            )
+        if bool(state.get("group_by_question", False)) != self.group_by_question:
+            raise UserError(
+                "cannot resume the input pipeline exactly: the checkpoint's data.group_by_question "
+                f"is {bool(state.get('group_by_question', False))}, now {self.group_by_question}"
             )
         for key, mine in self._identity().items():
             if state.get(key) != mine:
