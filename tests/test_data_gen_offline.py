@@ -71,6 +71,39 @@ def test_every_program_returns_its_answer(train_rows, test_rows):
         assert isinstance(row["answer"], int) and 0 < row["answer"] <= offline.Knobs().max_value
 
 
+def test_program_styles_all_return_the_answer():
+    """Every style's program, run in the sandbox, returns the problem's answer; they differ."""
+    styles = tuple(offline.STYLES)
+    rows = list(offline.generate(300, "train", seed=5, styles=styles))
+    plain = list(offline.generate(300, "train", seed=5))
+    # The styles change programs, never questions or answers.
+    assert [r["question"] for r in rows] == [r["question"] for r in plain]
+    assert [r["answer"] for r in rows] == [r["answer"] for r in plain]
+    codes = [(r, v) for r in rows for v in r["variants"]]
+    got = _execute([v for _, v in codes])
+    for (row, code), value in zip(codes, got):
+        assert value == row["answer"], (row["id"], value, code)
+        assert question_of(code) == row["question"]
+    assert all(r["code"] in r["variants"] for r in rows)
+    assert {r["style"] for r in rows} == set(styles)
+    several = sum(len(r["variants"]) >= 2 for r in rows)
+    assert several > 0.9 * len(rows), several  # most problems have more than one program
+    # The default writes today's rows: plain programs, no style fields.
+    assert all("variants" not in r and "style" not in r for r in plain)
+
+
+def test_program_styles_rewrite_lines_as_documented():
+    lines = ["miles = 28", "extra = 5", "miles = miles + extra", "pay = 7", "result = miles * pay"]
+    assert offline._constants_first(lines) == [
+        "miles = 28", "extra = 5", "pay = 7", "miles = miles + extra", "result = miles * pay"
+    ]  # fmt: skip
+    assert offline._inline(lines) == ["miles = 28", "miles = miles + 5", "result = miles * 7"]
+    # A name assigned twice is neither moved past its other assignment nor inlined.
+    twice = ["a = 3", "b = a * 2", "a = 4", "result = a + b"]
+    assert offline._constants_first(twice) == twice
+    assert offline._inline(twice) == twice
+
+
 def test_programs_are_in_tinygsm_form(train_rows, test_rows):
     for row in train_rows + test_rows:
         code = row["code"]
@@ -254,6 +287,7 @@ def test_cli_stats_only(capsys):
         (["--n", "5"], "give --out"),
         (["--n", "5", "--min-ops", "5", "--max-ops", "2", "--out", "x.jsonl"], "min_ops"),
         (["--n", "5", "--domains", "space", "--out", "x.jsonl"], "domains"),
+        (["--n", "5", "--styles", "plain,fancy", "--out", "x.jsonl"], "styles"),
         (["--n", "five", "--out", "x.jsonl"], "invalid int value"),
         (["--n", "5", "--out", "."], "is a directory"),
     ],
