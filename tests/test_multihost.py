@@ -3,7 +3,9 @@
 The decode is one global data-parallel program, so two processes of four devices compute
 exactly what one process of eight does (same devices, same rows per device, each sample's
 random stream keyed by question and sample): the rows must be identical. Process 0 alone
-executes and writes: every file is written once, by one process.
+executes and writes: every file is written once, by one process. The checkpoints were written
+by 2 devices with their parameters split between them, so every topology here restores them
+onto its own devices (as a pod-trained checkpoint is evaluated elsewhere).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ def launch(out: Path, commands: list[list[str]], processes: int, devices: int, c
     for log, p in procs:
         stdout, stderr = p.communicate(timeout=900)
         assert p.returncode == 0, stderr[-3000:]
+        assert "Event loop is closed" not in stderr and "Traceback" not in stderr, stderr[-3000:]
         stdout = strip_gloo(stdout)
         results.append(([json.loads(x) for x in log.read_text().splitlines()], stdout))
         log.unlink()
@@ -89,6 +92,13 @@ def runs(ckpts, tmp_path_factory):  # noqa: F811
         "".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in QUESTIONS)
     )
     cache = base / "jax_cache"
+    # The session's checkpoints saved again by 2 devices, each parameter split between them.
+    written = {}
+    for name in ("gen", "verifier"):
+        written[name] = base / f"{name}_2dev"
+        cmd = ["reshard", "--checkpoint", str(ckpts[name]), "--out", str(written[name])]
+        launch(base / f"reshard_{name}", [cmd], 1, 2, cache)
+        assert (written[name] / "checkpoints" / "0" / "params").is_dir()
 
     def commands(out: Path) -> list[list[str]]:
         common = [
@@ -102,11 +112,11 @@ def runs(ckpts, tmp_path_factory):  # noqa: F811
             "1",
         ]
         return [
-            ["sample", "--checkpoint", str(ckpts["gen"]), "--prompt", "def simple_math_problem() -> int:\n",
+            ["sample", "--checkpoint", str(written["gen"]), "--prompt", "def simple_math_problem() -> int:\n",
              "--max-new-tokens", "6"],
-            ["verifier_data", "--generator", str(ckpts["gen"]), "--questions", f"jsonl:{questions}",
+            ["verifier_data", "--generator", str(written["gen"]), "--questions", f"jsonl:{questions}",
              "--temperatures", "0.7", *common, "--out", str(out / "vdata")],
-            ["eval", "--generator", str(ckpts["gen"]), "--verifier", str(ckpts["verifier"]),
+            ["eval", "--generator", str(written["gen"]), "--verifier", str(written["verifier"]),
              "--dataset", f"jsonl:{questions}", *common, "--out", str(out / "eval")],
         ]  # fmt: skip
 
@@ -116,6 +126,7 @@ def runs(ckpts, tmp_path_factory):  # noqa: F811
         got[name] = (out, launch(out, commands(out), processes, devices, cache))
     got["commands"] = commands
     got["cache"] = cache
+    got["written"] = written
     return got
 
 
@@ -137,6 +148,11 @@ def test_two_processes_write_exactly_what_one_process_of_eight_writes(runs):
     )  # the verifier scored on 8 devices
     m2, m8 = (json.loads((o / "eval/report.json").read_text()) for o in (out2, out8))
     assert m2["metrics"] == m8["metrics"] and m2["devices"] == m8["devices"] == 8
+    # The report names the steps it evaluated, and where they are.
+    for name in ("generator", "verifier"):
+        step_dir = runs["written"]["gen" if name == "generator" else name] / "checkpoints" / "0"
+        assert m2[f"{name}_step"] == m8[f"{name}_step"] == 0
+        assert m2[f"{name}_checkpoint"] == str(step_dir)
     # Each file written once, by process 0 only; nothing else is left in the output directories.
     (writes0, stdout0), (writes1, stdout1) = per_process
     assert writes1 == [] and stdout1 == ""

@@ -8,10 +8,13 @@ Layout (a training workdir and an imported model look the same)::
     CKPT/checkpoints/<step>/meta     orbax JSON: step, model config, data position, RNG, ...
     CKPT/checkpoints/<step>/opt_state   (training workdirs only)
 
-`--checkpoint` accepts CKPT (its latest complete step) or one step's directory. orbax
-writes each step into a temporary directory and renames it when complete, so an
-interrupted save is never listed; a step whose files are damaged is skipped, with a
-warning, for the one before it.
+`--checkpoint` accepts CKPT (its latest finished step) or one step's directory. Every restore
+gives orbax a target with the *current* devices' shardings, so a checkpoint written on any
+topology (a pod slice, two CPU devices, two processes) loads on any other. orbax writes each
+step into a temporary directory and renames it when complete: an interrupted save is never
+listed. A listed step that cannot be read stops an inference command with one line naming it;
+only training resume goes back to the step before it (a preemption mid-save), with a warning.
+With several processes, process 0 picks the step and all of them restore that step.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
+from tinygsm_jax import sharding
 from tinygsm_jax.cli import (
     UserError,
     as_path,
@@ -51,6 +55,11 @@ class Loaded:
     step: int
     root: Path
     meta: dict
+
+    @property
+    def step_dir(self) -> Path:
+        """The directory of the step that was loaded (what a report names)."""
+        return self.root / "checkpoints" / str(self.step)
 
 
 def manager(
@@ -121,34 +130,167 @@ def abstract_params(cfg: ModelConfig, shardings: Any = None) -> dict:
     )
 
 
-def restore(
-    path: str | Path, items: dict[str, Any], *, mngr: ocp.CheckpointManager | None = None
-) -> tuple[int, dict]:
-    """Restore `items` (name -> orbax restore args) from the requested or latest good step.
+def finished_steps(root: str | Path) -> list[int]:
+    """The steps orbax finished writing under `root/checkpoints`, oldest first (this process's view).
 
-    Returns (step, restored items). Damaged steps are skipped with a warning; none left is a
-    UserError.
+    A save cut short leaves a temporary directory (or, on object stores, no commit marker):
+    orbax does not count it as a step, and neither does anything here.
+    """
+    d = as_path(root) / "checkpoints"
+    if not d.is_dir():
+        return []
+    return sorted(
+        int(p.name) for p in d.iterdir() if p.name.isdigit() and ocp.step.is_path_finalized(p)
+    )
+
+
+def latest_step(root: str | Path) -> int | None:
+    """Process 0's latest finished step of `root`, on every process (None: no step yet)."""
+    steps = finished_steps(root) if sharding.is_lead() else []
+    return sharding.lead_json(steps[-1] if steps else None)
+
+
+def choose_step(path: str | Path) -> tuple[Path, int]:
+    """(workdir root, step) for a workdir (its latest finished step) or one step's directory.
+
+    Process 0 decides and every process gets its answer, so all of them load one model.
     """
     root, step = resolve(path)
-    mngr = mngr or manager(root, keep=None, async_save=False)
-    steps = [step] if step is not None else sorted(mngr.all_steps(), reverse=True)
+    if step is None:
+        step = latest_step(root)
+        if step is None:
+            raise UserError(f"{root}: holds no finished checkpoint step")
+        return root, step
+    if not ocp.step.is_path_finalized(root / "checkpoints" / str(step)):
+        raise UserError(
+            f"{root}: step {step} is unfinished (orbax did not complete its save); "
+            f"choose another step directory ({_steps_text(root)})"
+        )
+    return root, step
+
+
+# tensorstore's status codes for a file it could not read (missing, short, undecodable).
+_READ_STATUS = ("DATA_LOSS", "OUT_OF_RANGE", "NOT_FOUND", "UNAVAILABLE", "UNKNOWN")
+
+
+def is_read_error(e: BaseException) -> bool:
+    """True where a restore failed reading the step's own files (damage), not for any other reason.
+
+    A `ValueError` about shardings or shapes is a bug to report, not a damaged step to skip.
+    """
+    if isinstance(e, (OSError, EOFError, json.JSONDecodeError)):
+        return True
+    text = str(e)
+    if isinstance(e, KeyError):  # an item's directory is missing from the step
+        return "was not found in the checkpoint" in text
+    if isinstance(e, (ValueError, RuntimeError)):
+        return text.startswith(tuple(f"{code}:" for code in _READ_STATUS)) or (
+            "Found incomplete checkpoint" in text
+        )
+    return False
+
+
+def _error_text(e: BaseException) -> str:
+    text = str(e).strip().split("[tensorstore_spec=")[0].strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(e).__name__}: {first[:300]}" if first else type(e).__name__
+
+
+def _steps_text(root: Path, below: int | None = None) -> str:
+    steps = [s for s in finished_steps(root) if below is None or s < below]
     if not steps:
-        raise UserError(f"{root}: holds no checkpoint step")
-    for i, s in enumerate(steps):
+        return "no other finished step is there"
+    listed = ", ".join(map(str, steps[-5:]))
+    return f"e.g. {root / 'checkpoints' / str(steps[-1])}; finished steps: {listed}"
+
+
+def _ignore_late_read_callbacks() -> None:
+    """Drop "Event loop is closed" from tensorstore reads that finish after orbax's loop did.
+
+    When one array of a step fails to read, orbax's `asyncio.run` ends at once and the reads
+    still in flight complete later into a closed loop; Python prints each as a traceback at
+    exit, burying the one-line error. Only that exact RuntimeError is dropped.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_tinygsm_quiet", False):
+        return
+
+    def hook(u: Any) -> None:
+        e = u.exc_value
+        if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+            return
+        previous(u)
+
+    hook._tinygsm_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+def _read_step(root: Path, step: int, items: dict[str, Any]) -> dict:
+    """One step's `items`, read by this process alone.
+
+    orbax's Checkpointer.restore ends in a barrier: a process that failed before it would leave
+    the others waiting for its deadline. The handler reads without one; the processes then
+    exchange their outcomes (`restore`).
+    """
+    _ignore_late_read_callbacks()
+    handler = ocp.CompositeCheckpointHandler(*items)
+    try:
+        directory = epath.Path(str(root / "checkpoints" / str(step)))
+        return dict(handler.restore(directory, args=ocp.args.Composite(**items)))
+    finally:
+        handler.close()
+
+
+def restore(
+    path: str | Path, items: dict[str, Any], *, fall_back: bool = False
+) -> tuple[int, dict]:
+    """Restore `items` (name -> orbax restore args, with target shardings) of one step.
+
+    The step is the one `path` names, or the latest finished one (process 0's choice). Any
+    failure is a UserError naming the step, raised on every process at once. `fall_back`
+    (training resume only) goes back one step at a time past steps whose files cannot be read,
+    with a warning naming both steps; any other error still stops.
+    """
+    root, step = choose_step(path)
+    older: list[int] = []
+    if fall_back:  # process 0's list: every process walks back through the same steps
+        mine = finished_steps(root) if sharding.is_lead() else []
+        older = sharding.lead_json([s for s in reversed(mine) if s < step])
+    for s in [step, *older]:
         try:
-            return s, mngr.restore(s, args=ocp.args.Composite(**items))
-        except UserError:
-            raise
-        except Exception as e:  # a damaged step: fall back to the one before
-            if step is not None or i == len(steps) - 1:
-                raise UserError(
-                    f"{root}: step {s} cannot be restored ({type(e).__name__}: {str(e).strip().splitlines()[0][:300]})"
-                ) from None
-            print(
-                f"warning: {root} step {s} is incomplete or corrupt ({type(e).__name__}); using step {steps[i + 1]}",
-                file=sys.stderr,
+            got, outcome = _read_step(root, s, items), None
+        except Exception as e:  # reported below, on every process, once all have tried
+            got, outcome = None, {"read": is_read_error(e), "error": _error_text(e)}
+        outcomes = sharding.allgather_json(outcome)
+        failed = [(i, o) for i, o in enumerate(outcomes) if o is not None]
+        if not failed:
+            return s, got
+        who, first = failed[0]
+        where = f" on process {who}" if jax.process_count() > 1 else ""
+        damaged = all(o["read"] for _, o in failed)
+        later = [t for t in older if t < s]
+        if fall_back and damaged and later:
+            if sharding.is_lead():
+                print(
+                    f"warning: {root}: step {s} is incomplete or corrupt{where} ({first['error']}); "
+                    f"resuming from step {later[0]} instead",
+                    file=sys.stderr,
+                )
+            continue
+        if damaged:
+            raise UserError(
+                f"{root}: step {s} cannot be read{where} ({first['error']}); the step may be "
+                f"damaged: to use another, name its directory ({_steps_text(root, below=s)})"
             )
+        raise UserError(f"{root}: step {s} cannot be restored{where} ({first['error']})")
     raise AssertionError("unreachable")
+
+
+def default_mesh() -> Any:
+    """Where a loaded model lives unless the caller names a mesh: the default device with one
+    process; with several, replicated over every device of every process (one global model)."""
+    devices = jax.devices()[:1] if jax.process_count() == 1 else None
+    return sharding.make_mesh(-1, 1, 1, devices=devices)
 
 
 def load_model(
@@ -156,9 +298,13 @@ def load_model(
     *,
     dtype: str | None = None,
     expect_head: str | None = None,
-    shardings: Any = None,
+    mesh: Any = None,
 ) -> Loaded:
-    """Load a model for inference (eval, sampling, export) from a workdir or a step directory."""
+    """Load a model for inference (eval, sampling, export): exactly one step, parameters only.
+
+    The parameters are restored straight onto `mesh` (default `default_mesh()`) with this
+    project's sharding rules, whatever topology wrote them.
+    """
     root, _ = resolve(path)
     info = read_model_info(root)
     try:
@@ -176,6 +322,8 @@ def load_model(
     tok = root / "tokenizer"
     if not tok.is_dir():
         raise UserError(f"{root}: checkpoint has no tokenizer/ directory")
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: Phi(cfg, rngs=nnx.Rngs(0))))
+    shardings = sharding.state_shardings(state, mesh if mesh is not None else default_mesh())
     step, restored = restore(
         path,
         {
@@ -183,7 +331,6 @@ def load_model(
             "meta": ocp.args.JsonRestore(),
         },
     )
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: Phi(cfg, rngs=nnx.Rngs(0))))
     _check_shapes(abstract_params(cfg), restored["params"], f"{root} step {step}")
     nnx.replace_by_pure_dict(state, restored["params"])
     return Loaded(nnx.merge(graphdef, state), cfg, tok, step, root, dict(restored["meta"] or {}))

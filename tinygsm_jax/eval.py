@@ -223,6 +223,11 @@ PICKS = (
 )
 
 
+def _step_note(report: dict, name: str) -> str:
+    step = report.get(f"{name}_step")
+    return "" if step is None else f" (step {step})"
+
+
 def report_markdown(report: dict) -> str:
     """The report as a Markdown table: one row per k, one column per way of picking."""
     m = report["metrics"]
@@ -231,8 +236,12 @@ def report_markdown(report: dict) -> str:
     lines = [
         f"# Evaluation: {report['dataset']}",
         "",
-        f"Generator `{report.get('generator', '')}`"
-        + (f", verifier `{report['verifier']}`" if report.get("verifier") else "")
+        f"Generator `{report.get('generator', '')}`{_step_note(report, 'generator')}"
+        + (
+            f", verifier `{report['verifier']}`{_step_note(report, 'verifier')}"
+            if report.get("verifier")
+            else ""
+        )
         + f"; {report['n_questions']} questions, {report['n_samples']} samples each at temperature "
         f"{report.get('temperature')}.",
         "",
@@ -395,12 +404,23 @@ def load_generator(path: str, questions_per_batch: int):
     from tinygsm_jax.sampler import Sampler
     from tinygsm_jax.tokenizer import load_tokenizer
 
-    loaded = load_model(path, expect_head="lm")
+    mesh = make_mesh_for_sampling()
+    loaded = load_model(path, expect_head="lm", mesh=mesh)  # restored straight onto its mesh
     tok = load_tokenizer(loaded.tokenizer_dir)
-    sampler = Sampler(
-        loaded.model, tok, mesh=make_mesh_for_sampling(), questions_per_batch=questions_per_batch
-    )
+    sampler = Sampler(loaded.model, tok, mesh=mesh, questions_per_batch=questions_per_batch)
     return loaded, sampler
+
+
+def model_steps(**loaded: Any) -> dict:
+    """report.json's record of which model it evaluated: each checkpoint's step and directory.
+
+    `--generator RUN` means RUN's latest step when it ran; these keys say which step that was.
+    """
+    out = {}
+    for name, m in loaded.items():
+        out[f"{name}_step"] = None if m is None else int(m.step)
+        out[f"{name}_checkpoint"] = None if m is None else str(m.step_dir)
+    return out
 
 
 def check_prompts(sampler, prompts: list[str], max_new: int, where: str) -> None:
@@ -441,7 +461,11 @@ def main(argv: list[str] | None = None) -> int:
     from tinygsm_jax.solution_format import make_prompt
 
     # Validate both checkpoints (a wrong head is one line) before any slow work.
-    verifier = load_model(args.verifier, expect_head="value") if args.verifier else None
+    verifier = (
+        load_model(args.verifier, expect_head="value", mesh=make_mesh_for_sampling())
+        if args.verifier
+        else None
+    )
     loaded, sampler = load_generator(args.generator, args.questions_per_batch)
     prompts = [make_prompt(it.question) for it in items]
     check_prompts(sampler, prompts, args.max_new_tokens, args.dataset)
@@ -491,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "dataset": args.dataset, "n_questions": len(items), "n_samples": args.n,
         "generator": str(args.generator), "verifier": str(args.verifier) if args.verifier else None,
+        **model_steps(generator=loaded, verifier=verifier),
         "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "max_new_tokens": args.max_new_tokens, "seed": args.seed,
         "metrics": compute_metrics(rows, greedy_rows),
@@ -650,7 +675,11 @@ def rescore(args) -> int:
     rows, greedy_rows, report = load_saved_run(src)
     from tinygsm_jax.checkpoint import load_model
 
-    verifier = load_model(args.verifier, expect_head="value") if args.verifier else None
+    verifier = (
+        load_model(args.verifier, expect_head="value", mesh=make_mesh_for_sampling())
+        if args.verifier
+        else None
+    )
     questions = questions_for(rows + greedy_rows, args.dataset) if args.dataset else None
     start = time.time()
     if verifier is not None:
@@ -661,7 +690,7 @@ def rescore(args) -> int:
         for r, sc in zip(rows, scores):
             r["score"] = round(sc, 6)
         report["verifier"] = str(args.verifier)
-        report.pop("verifier_step", None)  # it described the verifier whose scores were replaced
+        report.update(model_steps(verifier=verifier))  # the verifier whose scores these are
     report["rescored"] = {
         "from": str(src),
         "verifier": str(args.verifier) if args.verifier else None,

@@ -221,3 +221,26 @@ def broadcast_from_lead(x: np.ndarray) -> np.ndarray:
     from jax.experimental import multihost_utils
 
     return np.asarray(multihost_utils.broadcast_one_to_all(x))
+
+
+def allgather_json(obj: Any) -> list:
+    """Every process's JSON-able `obj`, in process order (`[obj]` with one process).
+
+    Small host values only (a data position, a restore's outcome): one padded byte row per
+    process through `process_allgather`, which is a device collective, not a deadline barrier.
+    """
+    if jax.process_count() == 1:
+        return [obj]
+    import json
+
+    from jax.experimental.multihost_utils import process_allgather
+
+    blob = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+    lengths = np.asarray(process_allgather(np.array([blob.size]))).ravel()
+    rows = np.asarray(process_allgather(np.pad(blob, (0, int(lengths.max()) - blob.size))))
+    return [json.loads(bytes(r[:n]).decode()) for r, n in zip(rows, lengths)]
+
+
+def lead_json(obj: Any) -> Any:
+    """Process 0's JSON-able `obj` on every process (each passes its own; only 0's is kept)."""
+    return allgather_json(obj)[0]

@@ -14,7 +14,6 @@ anything is compiled. The step itself lives in `tinygsm_jax.train_step`.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 import time
@@ -133,15 +132,20 @@ def check_workdir(workdir: Path, cfg: ModelConfig, objective: str) -> None:
 
 
 def restore_or_init(trainer: Trainer, mngr, workdir: Path, init) -> tuple[dict, int, dict]:
-    """(state, step, meta): the latest good checkpoint of `workdir`, else init_from, else fresh."""
-    if mngr.latest_step() is not None:
+    """(state, step, meta): the latest good checkpoint of `workdir`, else init_from, else fresh.
+
+    Both restore onto this run's mesh, whatever mesh wrote them. Resume alone may go back past
+    a step whose files cannot be read (a preemption mid-save), saying so; init_from restores
+    exactly the step it names (or the latest), like every inference command.
+    """
+    if checkpoint.latest_step(workdir) is not None:  # process 0's view, on every process
         abstract = trainer.abstract_state
         items = {
             "params": ocp.args.StandardRestore(abstract["params"]),
             "opt_state": ocp.args.StandardRestore(abstract["opt_state"]),
             "meta": ocp.args.JsonRestore(),
         }
-        step, got = checkpoint.restore(workdir, items, mngr=mngr)
+        step, got = checkpoint.restore(workdir, items, fall_back=True)
         for bad in (
             s for s in mngr.all_steps() if s > step
         ):  # damaged steps: their numbers get reused
@@ -176,14 +180,7 @@ def _param_state(cfg: ModelConfig):
 
 def gather_data_states(state: dict) -> list[dict]:
     """Every process's input-pipeline position (JSON), so each host resumes its own stream."""
-    if jax.process_count() == 1:
-        return [state]
-    from jax.experimental.multihost_utils import process_allgather
-
-    blob = np.frombuffer(json.dumps(state).encode(), np.uint8)
-    lengths = np.asarray(process_allgather(np.array([blob.size]))).ravel()
-    rows = np.asarray(process_allgather(np.pad(blob, (0, int(lengths.max()) - blob.size))))
-    return [json.loads(bytes(r[:n]).decode()) for r, n in zip(rows, lengths)]
+    return sharding.allgather_json(state)
 
 
 class Preemption:

@@ -72,22 +72,20 @@ def parse_temperatures(text: str) -> list[float]:
 
 
 def checkpoint_label(path: str) -> tuple[str, Path, int]:
-    """(label like 'run1-step1000', workdir root, step) without loading the weights."""
-    from tinygsm_jax.checkpoint import manager, read_model_info, resolve
+    """(label like 'run1-step1000', workdir root, step) without loading the weights.
 
-    root, step = resolve(path)
+    A workdir means its latest finished step now (process 0's view, on every process); that
+    step's directory is what gets loaded later, even if training writes a newer one meanwhile.
+    """
+    from tinygsm_jax.checkpoint import choose_step, read_model_info, resolve
+
+    root, _ = resolve(path)
     info = read_model_info(root)
     if info.get("model", {}).get("head") != "lm":
         raise UserError(
             f"{root}: is a verifier checkpoint (head={info.get('model', {}).get('head')}), expected a generator"
         )
-    if step is None:
-        mngr = manager(root, keep=None, async_save=False)
-        steps = mngr.all_steps()
-        mngr.close()
-        if not steps:
-            raise UserError(f"{root}: holds no checkpoint step")
-        step = max(steps)
+    _, step = choose_step(path)
     return f"{root.resolve().name}-step{step}", root.resolve(), int(step)
 
 
@@ -177,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     ).hexdigest()
 
     plan = []
-    for (label, root, step), path in zip(gens, args.generator):
+    for label, root, step in gens:
+        path = str(root / "checkpoints" / str(step))  # exactly the step the label names
         for t in temps:
             key = json.dumps([str(root), step, t, args.n, args.max_new_tokens, args.top_k, args.top_p, args.seed,
                               questions_digest])  # fmt: skip
