@@ -1,12 +1,13 @@
 """The tokenizer CLI: a byte-level BPE that loads with AutoTokenizer and round-trips code exactly."""
 
 import json
+import re
 
 import pytest
 
 from tinygsm_jax.cli import UserError, run_main
 from tinygsm_jax.solution_format import make_program
-from tinygsm_jax.tokenizer import load_tokenizer, main, tokenizer_fingerprint
+from tinygsm_jax.tokenizer import load_tokenizer, main, splits_digits, tokenizer_fingerprint
 
 BODY = (
     "    apples = 12\n"
@@ -131,3 +132,149 @@ def test_load_tokenizer_errors(tmp_path):
     (tmp_path / "broken" / "tokenizer.json").write_text("{not json")
     with pytest.raises(UserError, match="cannot load tokenizer"):
         load_tokenizer(tmp_path / "broken")
+
+
+# ----------------------------------------------------------------------- --split-digits
+
+# What the default (no flag) gave on the `trained` corpus before --split-digits existed: the same
+# fingerprint (vocabulary, merges, specials) and the same ids, so stored data sets stay valid.
+DEFAULT_FINGERPRINT = "aecd97609171e9b2"
+DEFAULT_TEXT = "Sam has 1234 apples and $7 (7 left).\n    apples = 12\n    result = apples - 5\n"
+DEFAULT_IDS = [310, 302, 359, 19, 20, 266, 306, 221, 4, 23, 221, 8, 23, 273, 9, 14, 261, 266, 272,
+               359, 261, 316, 272, 266, 296, 318, 199]  # fmt: skip
+
+TRICKY = [
+    "x = 1000\ny = 3.5\nz = 007\nw = -12\n",
+    "x2 = $7 + (7) + 7 + y10z\n",
+    "    big = 1_000_000 * 2e10 + 0x1F\n",
+    "\tif a>=10:\n\t\treturn a%3\n",
+    "price = '$1,234.50'  # 20% off\n",
+    "  \n\n    n = 5   \n\n\n",
+    "def f():\n\treturn 'caf\u00e9 \u00bd \u00b2 \u0663\u0664 \u20ac5'\n",
+]
+
+
+def _digit_only_ids(tok, text):
+    """The tokens of `text`, and the ids of those that are ASCII digits."""
+    pieces = tok.convert_ids_to_tokens(tok(text, add_special_tokens=False)["input_ids"])
+    return pieces, [tok.convert_tokens_to_ids(p) for p in pieces if p.isascii() and p.isdigit()]
+
+
+@pytest.fixture(scope="module")
+def teacher_rows():
+    from data_gen.offline import generate
+
+    return list(generate(120, seed=3))
+
+
+@pytest.fixture(scope="module")
+def split_trained(tmp_path_factory, teacher_rows):
+    d = tmp_path_factory.mktemp("split")
+    with (d / "rows.jsonl").open("w") as f:
+        for row in teacher_rows:
+            f.write(json.dumps({"question": row["question"], "code": row["code"]}) + "\n")
+    argv = ["train", "--source", str(d / "rows.jsonl"), "--vocab-size", "400"]
+    main([*argv, "--split-digits", "--out", str(d / "tok")])
+    main([*argv, "--out", str(d / "plain")])
+    return d
+
+
+def test_default_is_unchanged(trained):
+    tok = load_tokenizer(trained / "tok")
+    assert len(tok) == 400 and tokenizer_fingerprint(tok) == DEFAULT_FINGERPRINT
+    assert tok(DEFAULT_TEXT, add_special_tokens=False)["input_ids"] == DEFAULT_IDS
+    spec = json.loads((trained / "tok" / "tokenizer.json").read_text())["pre_tokenizer"]
+    assert spec["type"] == "ByteLevel" and not splits_digits(tok)
+    # ... and it does merge digits: '1234' is fewer tokens than digits.
+    assert len(_digit_only_ids(tok, " 1234")[0]) < 4
+
+
+def test_split_digits_round_trips_teacher_programs_exactly(split_trained, teacher_rows):
+    tok = load_tokenizer(split_trained / "tok")
+    for row in teacher_rows:
+        for text in (row["question"], row["code"]):
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            assert tok.decode(ids) == text
+
+
+@pytest.mark.parametrize("text", TRICKY)
+def test_split_digits_round_trips_tricky_strings(split_trained, text):
+    tok = load_tokenizer(split_trained / "tok")
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    cut = len(text) // 2  # prompt and body tokenized apart, as the data pipeline does
+    parts = [tok(t, add_special_tokens=False)["input_ids"] for t in (text[:cut], text[cut:])]
+    assert tok.decode(parts[0] + parts[1]) == text
+
+
+def test_every_digit_is_one_token(split_trained, teacher_rows):
+    tok = load_tokenizer(split_trained / "tok")
+    texts = TRICKY + [t for row in teacher_rows[:40] for t in (row["question"], row["code"])]
+    for text in texts:
+        pieces, digit_ids = _digit_only_ids(tok, text)
+        # No token holds an ASCII digit beside anything else, and each digit is one token.
+        assert all(len(p) == 1 for p in pieces if re.search("[0-9]", p)), pieces
+        assert [tok.convert_ids_to_tokens(i) for i in digit_ids] == re.findall("[0-9]", text)
+
+
+def test_a_number_is_the_same_digits_wherever_it_stands(split_trained):
+    tok = load_tokenizer(split_trained / "tok")
+    # The space before a number is a token of its own; the digits never carry it.
+    assert _digit_only_ids(tok, " 1234")[0] == ["\u0120", "1", "2", "3", "4"]
+    assert _digit_only_ids(tok, "1234")[0] == ["1", "2", "3", "4"]
+    seven = {ctx: _digit_only_ids(tok, ctx)[1] for ctx in ("$7", " 7", "(7", "x7", "7")}
+    assert len({tuple(v) for v in seven.values()}) == 1 and len(seven["$7"]) == 1, seven
+    # The default tokenizer, trained on the same rows, is where ' 7' and '$7' differ.
+    plain = load_tokenizer(split_trained / "plain")
+    assert _digit_only_ids(plain, " 7")[0] != ["\u0120", "7"]
+
+
+def test_split_digits_is_recorded_and_survives_save_and_load(split_trained, tmp_path):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from tinygsm_jax.tokenizer import save_tokenizer
+
+    spec = json.loads((split_trained / "tok" / "tokenizer.json").read_text())["pre_tokenizer"]
+    assert [p["type"] for p in spec["pretokenizers"]] == ["Digits", "ByteLevel"]
+    assert spec["pretokenizers"][0]["individual_digits"] is True
+    tok = load_tokenizer(split_trained / "tok")
+    assert splits_digits(tok) and not splits_digits(load_tokenizer(split_trained / "plain"))
+    save_tokenizer(tok, tmp_path / "again")
+    text = TRICKY[1]
+    want = tok(text, add_special_tokens=False)["input_ids"]
+    for loader in (
+        load_tokenizer,
+        AutoTokenizer.from_pretrained,
+        PreTrainedTokenizerFast.from_pretrained,
+    ):
+        again = loader(str(tmp_path / "again"))
+        assert splits_digits(again) and again(text, add_special_tokens=False)["input_ids"] == want
+    assert tokenizer_fingerprint(load_tokenizer(tmp_path / "again")) == tokenizer_fingerprint(tok)
+    # The fingerprint tells the split apart even from the very same merges without it.
+    from tokenizers import pre_tokenizers
+
+    unsplit = load_tokenizer(split_trained / "tok")
+    unsplit.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    assert not splits_digits(unsplit)
+    assert tokenizer_fingerprint(unsplit) != tokenizer_fingerprint(tok)
+
+
+def test_split_digits_survives_the_hf_export(split_trained, tmp_path):
+    """A checkpoint trained with the split tokenizer exports tokenizer files that transformers
+    loads with the same splitting, and importing the export back keeps it."""
+    from test_sampler import random_model
+    from transformers import PreTrainedTokenizerFast
+
+    from tinygsm_jax import export, import_hf
+    from tinygsm_jax.checkpoint import save_model
+
+    save_model(tmp_path / "ckpt", random_model("lm", 0, vocab_size=416), split_trained / "tok")
+    assert export.main(["--checkpoint", str(tmp_path / "ckpt"), "--out", str(tmp_path / "hf")]) == 0
+    text = TRICKY[0] + TRICKY[1]
+    want = load_tokenizer(split_trained / "tok")(text, add_special_tokens=False)["input_ids"]
+    hf_tok = PreTrainedTokenizerFast.from_pretrained(str(tmp_path / "hf"))
+    assert splits_digits(hf_tok) and hf_tok(text, add_special_tokens=False)["input_ids"] == want
+    assert hf_tok.decode(want) == text
+    assert import_hf.main(["--hf", str(tmp_path / "hf"), "--out", str(tmp_path / "back")]) == 0
+    back = load_tokenizer(tmp_path / "back" / "tokenizer")
+    assert splits_digits(back) and back(text, add_special_tokens=False)["input_ids"] == want

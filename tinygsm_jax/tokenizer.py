@@ -6,6 +6,14 @@ an HF tokenizer directory so every other command (and `transformers.AutoTokenize
 the same way. Byte-level BPE is lossless, so code indentation round-trips exactly.
 
     python -m tinygsm_jax.tokenizer train --source FILE.jsonl [--source ...] --vocab-size N --out DIR
+        [--split-digits]
+
+`--split-digits` (off by default) splits every number into single digits before BPE, as PaLM and
+LLaMA do: then a number is the same digit tokens wherever it stands (without it, up to three digits
+merge into one token, and `7` after `$` is another token than ` 7` in code). The space before a
+number becomes a token of its own: ` 1234` is `Ġ`, `1`, `2`, `3`, `4`, and `$7`, `(7` and ` 7`
+all end in the same `7`. The split is `tokenizers`' own `Digits` pre-tokenizer, saved in
+tokenizer.json, so every loader of the directory (and of an HF export) applies it.
 """
 
 from __future__ import annotations
@@ -21,6 +29,28 @@ from tinygsm_jax.cli import UserError, atomic_path, local_copy, run_main
 
 EOS_TOKEN = "<|endoftext|>"
 _MIN_VOCAB = 256 + 1  # the byte alphabet plus EOS
+
+
+def _has_digit_split(spec: object) -> bool:
+    """Whether a serialized pre-tokenizer (tokenizer.json's `pre_tokenizer`) holds an
+    individual-digits `Digits` step, at any depth of `Sequence`s."""
+    if isinstance(spec, dict):
+        if spec.get("type") == "Digits" and spec.get("individual_digits"):
+            return True
+        return any(_has_digit_split(p) for p in spec.get("pretokenizers") or ())
+    return False
+
+
+def splits_digits(tok) -> bool:
+    """Whether `tok` cuts every number into single digits (`train --split-digits`).
+
+    Read from the pre-tokenizer that the tokenizer applies, which is what its saved tokenizer.json
+    records, so it holds for any copy of the directory; a slow tokenizer answers False.
+    """
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None:
+        return False
+    return _has_digit_split(json.loads(backend.to_str()).get("pre_tokenizer"))
 
 
 def load_tokenizer(path: str | os.PathLike):
@@ -64,12 +94,20 @@ def tokenizer_fingerprint(tok) -> str:
     else:  # a slow tokenizer: its vocabulary is all we can see
         payload = {"vocab": sorted(tok.get_vocab().items())}
     payload["eos"] = tok.eos_token
+    # The same merges give other ids for a number when digits are split; only then is it added,
+    # so the fingerprints of every other tokenizer (and of stored data sets) stay as they were.
+    if splits_digits(tok):
+        payload["split_digits"] = True
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int):
-    """Train a byte-level BPE on `texts`; returns a `transformers.PreTrainedTokenizerFast`."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int, *, split_digits: bool = False):
+    """Train a byte-level BPE on `texts`; returns a `transformers.PreTrainedTokenizerFast`.
+
+    `split_digits` puts `Digits(individual_digits=True)` before the byte-level step, for training
+    and encoding alike, so no merge ever joins a digit to anything (the module docstring says why).
+    """
     if vocab_size < _MIN_VOCAB:
         raise UserError(
             f"--vocab-size must be at least {_MIN_VOCAB} (256 bytes + {EOS_TOKEN}), got {vocab_size}"
@@ -79,7 +117,14 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
 
     bpe = Tokenizer(models.BPE())
     # No prefix space: the text is code, and a leading space would change the first line's indent.
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Digits first: it splits characters (a byte-level step first would hand it byte symbols, and
+    # Latin-1 ones such as '½' would cut a multi-byte character). Splitting only, so still lossless.
+    bpe.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits
+        else byte_level
+    )
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -146,17 +191,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     t.add_argument("--vocab-size", type=int, required=True)
     t.add_argument("--out", required=True, help="output HF tokenizer directory")
+    t.add_argument(
+        "--split-digits",
+        action="store_true",
+        help="split every number into single-digit tokens (PaLM/LLaMA style); off by default",
+    )
     args = parser.parse_args(argv)
 
     start = time.time()
     rows = [0]
     # Streamed into the trainer; a bad row raises from inside it, before anything is written.
-    tok = train_tokenizer(_source_texts(args.source, rows), args.vocab_size)
+    tok = train_tokenizer(
+        _source_texts(args.source, rows), args.vocab_size, split_digits=args.split_digits
+    )
     if rows[0] == 0:
         raise UserError("no rows in the sources")
     save_tokenizer(tok, args.out)
     print(
-        f"trained a byte-level BPE of {len(tok)} tokens on {rows[0]:,} rows in {time.time() - start:.1f}s "
+        f"trained a byte-level BPE{' (single-digit numbers)' if args.split_digits else ''} "
+        f"of {len(tok)} tokens on {rows[0]:,} rows in {time.time() - start:.1f}s "
         f"-> {args.out} (fingerprint {tokenizer_fingerprint(tok)})"
     )
     return 0
