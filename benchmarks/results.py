@@ -225,9 +225,21 @@ def update_section(name: str, markdown: str, path: Path = RESULTS) -> None:
     os.replace(tmp, path)
 
 
-if __name__ == "__main__":  # a quick look: would this machine pass?
+def main(argv: list[str] | None = None) -> int:
+    """A quick look: would this machine pass? Exit status 1 when it is busy."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.results",
+        description="Sample this machine's load and other processes' CPU use for a moment, "
+        "print the machine line a benchmark section would record, and exit 1 if the machine "
+        "is too busy for a benchmark to write RESULTS.md.",
+    )
+    parser.parse_args(argv)
     g = MachineGuard("check", force=True)
     g.before()
     g.after()
     print(g.describe())
-    sys.exit(1 if g.busy else 0)
+    return 1 if g.busy else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

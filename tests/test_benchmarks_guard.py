@@ -140,3 +140,24 @@ def test_real_sampler_excludes_own_process_tree() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_help_prints_usage_without_sampling_the_machine(monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    import benchmarks.results as results
+
+    def refuse(*a, **k):
+        raise AssertionError("--help sampled the machine")
+
+    monkeypatch.setattr(results.MachineGuard, "before", refuse)
+    with pytest.raises(SystemExit) as e:
+        results.main(["--help"])
+    assert e.value.code == 0
+    # As a command too: usage on stdout, status 0, however busy the machine is.
+    root = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, "-m", "benchmarks.results", "--help"], cwd=root,
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("usage: python -m benchmarks.results") and "Machine:" not in p.stdout
