@@ -48,6 +48,7 @@ class Settings:
     eval_temperature: float = 0.7
     max_new_tokens: int = 160
     dedup: bool = False  # verifier_data --dedup
+    tokenizer_split_digits: bool = False  # tokenizer train --split-digits
     train_eval_every: int = 100  # the generator's greedy dev accuracy every N steps (metrics.jsonl)
     train_eval_limit: int = 100  # ... on the first K dev questions
     # Checkpoint steps the verifier data is sampled from (empty: a third, two thirds and the
@@ -245,7 +246,8 @@ def stages(s: Settings, out: Path, seed: int, gen_config: str, ver_config: str) 
                           "--out", str(out / "filtered")]], "filtered/kept.jsonl"),
         Stage("questions", [questions], "teacher/{eval,dev,verifier_questions}.jsonl"),
         Stage("tokenizer", [["tinygsm_jax.tokenizer", "train", "--source", str(kept),
-                             "--vocab-size", "2048", "--out", str(out / "tokenizer")]], "tokenizer/"),
+                             "--vocab-size", "2048", "--out", str(out / "tokenizer"),
+                             *(["--split-digits"] if s.tokenizer_split_digits else [])]], "tokenizer/"),
         Stage("generator_data", [build(kept, "generator")], "data/generator/"),
         Stage("generator", [train(gen_config, "generator", data / "generator", s.generator,
                                   "--config.checkpoint.keep=100", *train_eval)], "generator/"),

@@ -9,10 +9,10 @@ the same way. Byte-level BPE is lossless, so code indentation round-trips exactl
         [--split-digits]
 
 `--split-digits` (off by default) splits every number into single digits before BPE, as PaLM and
-LLaMA do: then a number is the same digit tokens wherever it stands (without it, up to three digits
-merge into one token, and `7` after `$` is another token than ` 7` in code). The space before a
-number becomes a token of its own: ` 1234` is `Ġ`, `1`, `2`, `3`, `4`, and `$7`, `(7` and ` 7`
-all end in the same `7`. The split is `tokenizers`' own `Digits` pre-tokenizer, saved in
+LLaMA do: then a number is the same digit tokens wherever it stands (without it, BPE merges a
+number's digits, and the space before it, into learned tokens, and `7` after `$` is another token
+than ` 7` in code). The space before a number becomes a token of its own: ` 1234` is `Ġ`, `1`,
+`2`, `3`, `4`, and `$7`, `(7` and ` 7` all end in the same `7`. The split is `tokenizers`' own `Digits` pre-tokenizer, saved in
 tokenizer.json, so every loader of the directory (and of an HF export) applies it.
 """
 
