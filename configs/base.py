@@ -2,9 +2,9 @@
 
 Key names are a contract (CLIs, tests and docs rely on them):
 model.{vocab_size, d_model, n_layers, n_heads, d_mlp, rotary_dim, max_len, head, dropout},
-mesh.{data, fsdp, tensor}, data.{path, seq_len, group_by_question}, train.{steps,
-global_batch, lr, warmup_steps, weight_decay, seed, lm_loss_weight, rank_loss_weight,
-rank_loss}, checkpoint.every, log.every,
+mesh.{data, fsdp, tensor}, data.{path, seq_len, group_by_question, execution_result},
+train.{steps, global_batch, lr, warmup_steps, weight_decay, seed, lm_loss_weight,
+rank_loss_weight, rank_loss}, checkpoint.every, log.every,
 eval.{every, dataset, limit, max_new_tokens}.
 """
 
@@ -49,6 +49,11 @@ def base_config() -> ml_collections.ConfigDict:
     # Verifier: batches that keep each question's candidates together (shuffle questions, not
     # rows; a question's candidates in one micro-batch). Needed by train.rank_loss_weight > 0.
     c.data.group_by_question = False
+    # Verifier: read each candidate's execution result, a comment line after the body
+    # ("# returns 177", "# error: NameError", "# no answer"; LEVER). The data set must be built
+    # with `data build --execution-result` (train checks its metadata); eval reads the choice
+    # from the checkpoint and builds the same line from each sample's execution.
+    c.data.execution_result = False
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 20000

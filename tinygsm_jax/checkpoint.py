@@ -76,14 +76,24 @@ def manager(
 
 
 def write_model_info(
-    root: str | Path, cfg: ModelConfig, objective: str, tokenizer_dir: str | Path
+    root: str | Path,
+    cfg: ModelConfig,
+    objective: str,
+    tokenizer_dir: str | Path,
+    *,
+    data: dict | None = None,
 ) -> None:
-    """Write model.json and copy the tokenizer into `root` (process 0 only in multi-host runs)."""
+    """Write model.json and copy the tokenizer into `root` (process 0 only in multi-host runs).
+
+    `data`: what the model's inputs were made with, that inference must make alike (a verifier's
+    `execution_result`); stored under "data", absent in checkpoints written without it.
+    """
     root = as_path(root)
     root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(
-        root / "model.json", {"format": FORMAT, "model": cfg.to_dict(), "objective": objective}
-    )
+    info = {"format": FORMAT, "model": cfg.to_dict(), "objective": objective}
+    if data:
+        info["data"] = data
+    atomic_write_json(root / "model.json", info)
     src, dst = as_path(tokenizer_dir), root / "tokenizer"
     if _location(src) != _location(dst):
         with atomic_path(dst, is_dir=True) as tmp:

@@ -13,8 +13,8 @@ when given, scores each sample at its last token. Writes into DIR, each file ato
 * candidates.jsonl: one row per sample: question_id (0-based index in the data set file),
   sample (0..N-1), code (prompt + body), answer (number or null), correct, score (with a
   verifier), logprob (raw-model log-prob of the sampled body, see `tinygsm_jax.sampler`);
-  plus status (the sandbox's), finish_reason, n_tokens (kept) and n_generated (what the
-  sampler produced, counting the EOS or the token that began the next line).
+  plus status and error (the sandbox's), finish_reason, n_tokens (kept) and n_generated (what
+  the sampler produced, counting the EOS or the token that began the next line).
 * greedy.jsonl: the greedy decode of each question, same fields (sample = 0).
 * report.json: dataset, n_questions, n_samples, metrics (`tinygsm_jax.bestofn`), throughput
   of the N-sample phase (generated tokens, seconds and tokens/s, compilation excluded), and
@@ -39,6 +39,15 @@ The verifier sees exactly its training layout (`data.schema.layout`): prompt tok
 tokens (the body cut at the function end, stripped, one newline). The score is its output at
 the body's last token: the last position trained with the candidate's label (its training
 target there is EOS, which itself is never an input; `train_step.last_token_mask`).
+
+A verifier trained with `data.execution_result` (its model.json says so) also reads each
+sample's execution line after the body (`solution_format.execution_line`, built from the
+row's answer, status and error by `data.schema.execution_of_row`, as its training data was), and
+its score is read at the end of that line. The samples are then executed before they are
+scored: process 0 runs the sandbox and every process receives its rows' execution lines
+(`sharding.lead_json`), so all hosts score the same inputs however a program's timing went.
+Rescoring reads the lines from the saved rows (a run from before the error field was kept
+cannot be rescored by such a verifier: its failed samples' lines are unknown).
 """
 
 from __future__ import annotations
@@ -60,7 +69,13 @@ from tinygsm_jax.cli import (
     atomic_write_text,
     run_main,
 )
-from tinygsm_jax.sharding import add_distributed_args, initialize_from_args, is_lead, sync
+from tinygsm_jax.sharding import (
+    add_distributed_args,
+    initialize_from_args,
+    is_lead,
+    lead_json,
+    sync,
+)
 
 _SCORE_BATCH = 32
 
@@ -100,7 +115,8 @@ def execute_completions(
             rows.append({
                 "question_id": items[q].index, "sample": s, "code": codes[i - 1], "answer": answer,
                 "correct": bool(answer is not None and answers_match(answer, items[q].answer)),
-                "logprob": round(c.logprob, 6), "status": r.status, "finish_reason": c.finish_reason,
+                "logprob": round(c.logprob, 6), "status": r.status, "error": r.error,
+                "finish_reason": c.finish_reason,
                 "n_tokens": len(c.tokens), "n_generated": c.n_generated,
             })  # fmt: skip
         out.append(rows)
@@ -143,6 +159,7 @@ class Scorer:
         from tinygsm_jax.tokenizer import load_tokenizer
 
         self.cfg = loaded.config
+        self.execution_result = reads_execution_result(loaded)
         self.tok = load_tokenizer(loaded.tokenizer_dir)
         self.graphdef, self.state = nnx.split(loaded.model)
         self.mesh = mesh
@@ -168,25 +185,40 @@ class Scorer:
 
         self._fn = jax.jit(score)
 
-    def ids(self, question: str, code: str) -> list[int]:
-        """Prompt + body token ids, the verifier's training inputs; the score is read at the last."""
+    def ids(self, question: str, code: str, execution: str = "") -> list[int]:
+        """Prompt + body (+ execution line) token ids, the verifier's training inputs, as the
+        builder makes them; the score is read at the last."""
         from tinygsm_jax.data.schema import Candidate, layout
         from tinygsm_jax.solution_format import make_prompt
 
-        lay = layout(Candidate(question=question, code=code, label=0))
-        prompt, body = lay if lay is not None else (make_prompt(question), "")
+        cand = Candidate(question=question, code=code, label=0, execution=execution)
+        lay = layout(cand, execution_result=self.execution_result)
+        if lay is None:  # no body: never in training; the prompt (and the line) alone
+            lay = (make_prompt(question), execution + "\n" if self.execution_result else "")
+        prompt, body = lay
         ids = self.tok(prompt, add_special_tokens=False)["input_ids"]
         if body:
             ids = ids + self.tok(body, add_special_tokens=False)["input_ids"]
         return ids[-self.cfg.max_len :]
 
-    def __call__(self, pairs: list[tuple[str, str]], desc: str = "verifying") -> list[float]:
+    def __call__(
+        self,
+        pairs: list[tuple[str, str]],
+        desc: str = "verifying",
+        executions: list[str] | None = None,
+    ) -> list[float]:
+        """Scores of (question, code) pairs; `executions`, each pair's execution line, is needed
+        (and read) only by a verifier trained with them."""
         import jax
         from tqdm import tqdm
 
         from tinygsm_jax.sampler import _bucket
 
-        seqs = [self.ids(q, c) for q, c in pairs]
+        if not self.execution_result:
+            executions = [""] * len(pairs)
+        elif executions is None or len(executions) != len(pairs) or not all(executions):
+            raise ValueError("this verifier reads execution results: one line for every pair")
+        seqs = [self.ids(q, c, e) for (q, c), e in zip(pairs, executions)]
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         scores = [0.0] * len(seqs)
         bar = tqdm(range(0, len(order), self.batch), desc=desc, leave=False, file=sys.stderr,
@@ -207,6 +239,27 @@ class Scorer:
             for r, i in enumerate(idx):
                 scores[i] = float(out[r])
         return scores
+
+
+def reads_execution_result(loaded) -> bool:
+    """Whether a verifier checkpoint was trained on execution lines (model.json "data"; a
+    checkpoint without the key: no)."""
+    from tinygsm_jax.checkpoint import read_model_info
+
+    return bool((read_model_info(loaded.root).get("data") or {}).get("execution_result", False))
+
+
+def execution_lines(rows: list[dict], where: str) -> list[str]:
+    """Each row's execution line (`schema.execution_of_row`); UserError if one is unknown."""
+    from tinygsm_jax.data.schema import execution_of_row
+
+    lines = [execution_of_row(r, where) for r in rows]
+    if not all(lines):
+        raise UserError(
+            f"{where}: a sample has no execution result (status, and error when it failed: "
+            "written before eval kept the error); the verifier reads them, run eval again"
+        )
+    return lines
 
 
 # ----------------------------------------------------------------------------------- reports
@@ -488,25 +541,38 @@ def main(argv: list[str] | None = None) -> int:
                                     **common), qids, bar)  # fmt: skip
     tokens = sampler.stats.generated_tokens - before.generated_tokens
     seconds = sampler.stats.sampling_seconds - before.sampling_seconds
-    scores = None
+
+    def execute() -> tuple[list[dict], list[list[dict]]]:
+        with make_sandbox(args.workers, args.timeout, args.allow_degraded) as sandbox:
+            g = execute_completions(sandbox, items, prompts, greedy, "executing greedy")
+            return [r[0] for r in g], execute_completions(
+                sandbox, items, prompts, samples, "executing samples"
+            )
+
+    scores, executed = None, None
     if verifier is not None:  # every process: the verifier's forward is a collective on a pod
         scorer = Scorer(verifier, mesh=make_mesh_for_sampling())
+        lines = None
+        if scorer.execution_result:  # it reads the results: process 0 executes first, and
+            # every process scores process 0's execution lines (one sandbox run, one truth)
+            executed = execute() if is_lead() else None
+            mine = None
+            if executed is not None:
+                mine = execution_lines([r for per_q in executed[1] for r in per_q], "eval")
+            lines = lead_json(mine)
         scores = scorer(
             [
                 (it.question, p + c.text)
                 for it, p, per_q in zip(items, prompts, samples)
                 for c in per_q
-            ]
+            ],
+            executions=lines,
         )
     if not is_lead():  # process 0 executes and writes; the others wait for it
         sync("eval: written")
         return 0
 
-    with make_sandbox(args.workers, args.timeout, args.allow_degraded) as sandbox:
-        greedy_rows = [
-            r[0] for r in execute_completions(sandbox, items, prompts, greedy, "executing greedy")
-        ]
-        cand = execute_completions(sandbox, items, prompts, samples, "executing samples")
+    greedy_rows, cand = executed if executed is not None else execute()
     rows = [r for per_q in cand for r in per_q]
     if scores is not None:
         for r, sc in zip(rows, scores):
@@ -686,7 +752,16 @@ def rescore(args) -> int:
         # The rows in file order, the order the run that wrote them scored them in: the same
         # batches, so the same verifier gives the same scores.
         scorer = Scorer(verifier, mesh=make_mesh_for_sampling())
-        scores = scorer([(questions[r["question_id"]], r["code"]) for r in rows], desc="rescoring")
+        lines = (
+            execution_lines(rows, str(src / "candidates.jsonl"))
+            if scorer.execution_result
+            else None
+        )
+        scores = scorer(
+            [(questions[r["question_id"]], r["code"]) for r in rows],
+            desc="rescoring",
+            executions=lines,
+        )
         for r, sc in zip(rows, scores):
             r["score"] = round(sc, 6)
         report["verifier"] = str(args.verifier)

@@ -81,3 +81,41 @@ def body_end(text: str) -> int | None:
             return pos
         pos += len(line)
     return None
+
+
+# The exception type at the start of the sandbox's error text ("NameError: name 'x' is not
+# defined (line 7)"); the sandbox's own messages ("answer is None", ...) begin in lower case.
+_ERROR_TYPE_RE = re.compile(r"\A([A-Z]\w*)(?=: | \(line \d+\)\Z|\Z)")
+
+
+def number_text(x: object) -> str | None:
+    """A number as the execution line writes it: an int when integral, else the shortest float
+    text after rounding away float noise (0.1 * 3 -> 0.3); None when `x` is not a number."""
+    from tinygsm_jax.answers import parse_number
+
+    v = parse_number(x)
+    if v is None:
+        return None
+    if isinstance(v, int):
+        return str(v)
+    v = float(f"{v:.12g}")
+    return str(int(v)) if v.is_integer() and abs(v) < 2**53 else repr(v)
+
+
+def execution_line(answer: object, status: str, error: str | None = None) -> str:
+    """The program's execution result as the verifier reads it, one comment line after the body.
+
+    ``# returns 177`` when it ran and returned a number; ``# error: NameError`` when it raised
+    (the exception's type, from the sandbox's error text); ``# no answer`` otherwise (returned
+    no number, timed out, ran out of memory...). No trailing newline. The one definition: both
+    the verifier's training data and eval's scoring build their text here.
+    """
+    if status == "ok":
+        num = number_text(answer)
+        if num is not None:
+            return f"# returns {num}"
+    elif status == "error" and error:
+        m = _ERROR_TYPE_RE.match(error)
+        if m is not None:
+            return f"# error: {m.group(1)}"
+    return "# no answer"

@@ -99,6 +99,7 @@ def open_pipeline(config: ConfigDict):
         )
     from tinygsm_jax.data.pipeline import InputPipeline
 
+    check_data_execution_result(config)
     B, micro = int(config.train.global_batch), int(config.train.micro_batch)
     grouped = bool(config.data.get("group_by_question", False))
     return InputPipeline(
@@ -114,6 +115,41 @@ def open_pipeline(config: ConfigDict):
         group_by_question=grouped,
         micro_batches=B // micro if grouped and micro else 1,
     )
+
+
+def execution_result(config: ConfigDict) -> bool:
+    """Whether the verifier reads execution lines (`data.execution_result`; absent = False)."""
+    return bool(config.data.get("execution_result", False))
+
+
+def check_data_execution_result(config: ConfigDict) -> None:
+    """The config and the data set agree on execution lines: the builder made the ids, and its
+    metadata says whether they hold them; eval builds its inputs as the checkpoint says."""
+    from tinygsm_jax.data.dataset import open_dataset
+
+    want = execution_result(config)
+    _, meta = open_dataset(config.data.path)
+    have = bool(meta.extra.get("execution_result", False))
+    if have != want:
+        raise UserError(
+            f"{config.data.path}: built {'with' if have else 'without'} --execution-result, but "
+            f"config.data.execution_result is {want}; set it to {have} or rebuild the data set"
+        )
+
+
+def check_workdir_execution_result(workdir: Path, config: ConfigDict) -> None:
+    """A verifier only reads execution lines if asked, and a workdir keeps one choice."""
+    want = execution_result(config)
+    if want and config.objective != "verifier":
+        raise UserError("config.data.execution_result is a verifier option (objective=verifier)")
+    if (workdir / "model.json").is_file():
+        info = checkpoint.read_model_info(workdir)
+        old = bool((info.get("data") or {}).get("execution_result", False))
+        if old != want:
+            raise UserError(
+                f"{workdir}: holds a verifier trained with data.execution_result={old}; "
+                "use a new --workdir"
+            )
 
 
 def check_workdir(workdir: Path, cfg: ModelConfig, objective: str) -> None:
@@ -218,6 +254,7 @@ def train(config: ConfigDict, workdir: Path) -> int:
     init = check_init_from(config)
     cfg0 = ModelConfig.from_config(config.model)
     check_workdir(workdir, cfg0, config.objective)
+    check_workdir_execution_result(workdir, config)
     pipeline = open_pipeline(config)
     tok_dir = check_tokenizer(config, pipeline, init)
 
@@ -225,7 +262,8 @@ def train(config: ConfigDict, workdir: Path) -> int:
     trainer = make_trainer(config, mesh)
     cfg = trainer.model_cfg
     if lead:
-        checkpoint.write_model_info(workdir, cfg, config.objective, tok_dir)
+        data = {"execution_result": True} if execution_result(config) else None
+        checkpoint.write_model_info(workdir, cfg, config.objective, tok_dir, data=data)
     mngr = checkpoint.manager(workdir, keep=int(config.checkpoint.keep))
     state, start, meta = restore_or_init(trainer, mngr, workdir, init)
     if start:

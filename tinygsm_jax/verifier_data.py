@@ -11,7 +11,9 @@ its answer matches the gold one, else 0 (also when it fails to run). Writes:
   written atomically when complete; a rerun skips the chunks already there (the hash covers
   the checkpoint path and step and every sampling setting, so changed settings resample).
 * DIR/candidates.jsonl: every chunk of this run, in the data pipeline's candidate schema
-  (question, code, label, checkpoint, temperature, question_id, sample; plus answer, status):
+  (question, code, label, checkpoint, temperature, question_id, sample; plus the execution:
+  answer, status and the sandbox's error text, which `data build --execution-result` turns into
+  the verifier's execution line, `solution_format.execution_line`):
   ``python -m tinygsm_jax.data build --source DIR/candidates.jsonl --out D --tokenizer T``.
 * DIR/stats.json: accuracy per checkpoint and temperature (and the fraction of questions with
   at least one correct sample, of samples that ran, and of exact repeats of an earlier sample
@@ -106,6 +108,17 @@ def duplicate_flags(rows: list[dict]) -> list[bool]:
         flags.append(key in seen)
         seen.add(key)
     return flags
+
+
+def candidate_rows(items, executed: list[list[dict]], label: str, t: float) -> list[dict]:
+    """candidates.jsonl rows (`data.schema` candidates) of executed samples (eval's rows); the
+    execution (answer, status, error) stays, for `data build --execution-result`."""
+    return [
+        {"question": items[q].question, "code": r["code"], "label": int(r["correct"]), "checkpoint": label,
+         "temperature": t, "question_id": str(r["question_id"]), "sample": r["sample"],
+         "answer": r["answer"], "status": r["status"], "error": r["error"]}
+        for q, per_q in enumerate(executed) for r in per_q
+    ]  # fmt: skip
 
 
 def chunk_stats(rows: list[dict]) -> dict:
@@ -228,13 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             executed = execute_completions(
                 sandbox, items, prompts, samples, f"executing {label} T={t:g}"
             )
-            rows = [
-                {"question": items[q].question, "code": r["code"], "label": int(r["correct"]), "checkpoint": label,
-                 "temperature": t, "question_id": str(r["question_id"]), "sample": r["sample"],
-                 "answer": r["answer"], "status": r["status"]}
-                for q, per_q in enumerate(executed) for r in per_q
-            ]  # fmt: skip
-            write_jsonl(chunk, rows)
+            write_jsonl(chunk, candidate_rows(items, executed, label, t))
             sync(f"verifier_data: {chunk.name}")
     finally:
         if sandbox is not None:

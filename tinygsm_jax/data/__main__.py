@@ -1,7 +1,7 @@
 """`python -m tinygsm_jax.data build|inspect`: make a training data set, and look inside one.
 
 python -m tinygsm_jax.data build --source PATH [--source PATH ...] --out DIR
-    [--tokenizer DIR] [--validation-fraction F] [--shards N] [--overwrite]
+    [--tokenizer DIR] [--validation-fraction F] [--shards N] [--overwrite] [--execution-result]
 python -m tinygsm_jax.data inspect DIR [--json]
 """
 
@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     b.add_argument("--shards", type=int, help="TFRecord shards per split (default: by size)")
     b.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    b.add_argument(
+        "--execution-result",
+        action="store_true",
+        help="verifier candidates: each target ends with the program's execution line "
+        "('# returns 177'); train with --config.data.execution_result=true",
+    )
     i = sub.add_parser("inspect", help="examples per split, token-length statistics, a sample")
     i.add_argument("dir")
     i.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -56,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             validation_fraction=args.validation_fraction,
             shards=args.shards,
             overwrite=args.overwrite,
+            execution_result=args.execution_result,
         )
         splits = ", ".join(f"{k} {v:,}" for k, v in s["splits"].items())
         skipped = (
@@ -68,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             if s["tokenizer_fingerprint"]
             else ", text only"
         )
+        if s["execution_result"]:
+            ids += ", with execution results"
         if args.shards and s["shards"] != args.shards:
             skipped += f"; {s['shards']} shards per split (the smallest split has only {s['shards']} examples)"
         print(

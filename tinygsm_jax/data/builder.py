@@ -9,6 +9,10 @@ renamed onto `--out` only at the end.
 
 The validation split is chosen by a hash of the (whitespace-normalised) question: deterministic,
 independent of source order, and all candidates of one question land in the same split.
+
+`--execution-result` (verifier candidates): each target is the body, the candidate's execution
+line (`schema.layout`) and EOS. The ids are made here only, so the choice is recorded in the
+metadata (`execution_result`, absent = False) and train holds the verifier config to it.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ class BuildPlan:
     """What the check pass found: the kind, split sizes, rows that are not TinyGSM programs."""
 
     sources: list[Path]
+    execution_result: bool = False
     kind: str = ""
     counts: dict[str, int] = dataclasses.field(default_factory=lambda: {TRAIN: 0, VALIDATION: 0})
     skipped: int = 0
@@ -60,14 +65,30 @@ def _records(
                 plan.kind = schema.kind_of_row(row)
             rec = schema.record_from_row(row, where, kind=plan.kind, default_source=path.name)
             split = VALIDATION if is_validation(rec.question, fraction) else TRAIN
-            yield f"{si}:{ri}", split, rec, schema.layout(rec), where
+            yield f"{si}:{ri}", split, rec, _layout(plan, rec, where), where
 
 
-def check_sources(sources: list[str], fraction: float) -> BuildPlan:
+def _layout(plan: BuildPlan, rec: schema.Record, where: str) -> tuple[str, str] | None:
+    """`schema.layout`, with the execution line when the plan asks and the row can give it."""
+    if not plan.execution_result:
+        return schema.layout(rec)
+    if plan.kind != schema.VERIFIER:
+        raise UserError(f"{where}: --execution-result is for verifier candidates, not problems")
+    if not getattr(rec, "execution", ""):
+        raise UserError(
+            f"{where}: no execution result (fields 'status', and 'error' when it failed: rows of "
+            "an older verifier_data); rerun verifier_data, or build without --execution-result"
+        )
+    return schema.layout(rec, execution_result=True)
+
+
+def check_sources(
+    sources: list[str], fraction: float, *, execution_result: bool = False
+) -> BuildPlan:
     """The check pass: validate every row, count the splits. Raises `UserError` on bad input."""
     from tqdm import tqdm
 
-    plan = BuildPlan(sources=expand_sources(sources))
+    plan = BuildPlan(sources=expand_sources(sources), execution_result=execution_result)
     for _key, split, _rec, lay, where in tqdm(
         _records(plan, fraction), desc="checking", unit=" rows", mininterval=1.0
     ):
@@ -113,7 +134,11 @@ def _make_builder_class():
             return tfds.core.DatasetInfo(
                 builder=self,
                 description=f"TinyGSM-format {self._plan.kind} built by tinygsm_jax.data",
-                features=schema.features(self._plan.kind, with_ids=self._tok is not None),
+                features=schema.features(
+                    self._plan.kind,
+                    with_ids=self._tok is not None,
+                    execution_result=self._plan.execution_result,
+                ),
                 metadata=tfds.core.MetadataDict(self._metadata),
             )
 
@@ -149,9 +174,10 @@ def _make_builder_class():
                 ]
                 eos = self._tok.eos_token_id
                 ids = [(p, t + [eos]) for p, t in zip(enc, dec)]
+            exe = self._plan.execution_result
             for (key, rec, _lay), (p, t) in zip(chunk, ids):
                 self._progress.update(1)
-                yield key, schema.example_of(rec, prompt_ids=p, target_ids=t)
+                yield key, schema.example_of(rec, prompt_ids=p, target_ids=t, execution_result=exe)
 
     return TinyGSMBuilder
 
@@ -190,6 +216,7 @@ def build_dataset(
     validation_fraction: float = 0.0,
     shards: int | None = None,
     overwrite: bool = False,
+    execution_result: bool = False,
 ) -> dict[str, Any]:
     """Build the data set at `out` (atomically); returns a summary dict."""
     import logging
@@ -209,7 +236,7 @@ def build_dataset(
         raise UserError(f"{out_path}: already exists (pass --overwrite to replace it)")
     tok = load_tokenizer(tokenizer_dir) if tokenizer_dir else None
     start = time.time()
-    plan = check_sources(sources, validation_fraction)
+    plan = check_sources(sources, validation_fraction, execution_result=execution_result)
 
     metadata = {
         "format": "tinygsm_jax",
@@ -223,6 +250,8 @@ def build_dataset(
         "sources": [str(p) for p in plan.sources],
         "skipped_not_a_program": plan.skipped,
     }
+    if execution_result:  # targets end with the execution line; absent = False (as before)
+        metadata["execution_result"] = True
     # TFDS takes one shard count for all splits and refuses a split smaller than it.
     num_shards = min(shards, *(n for n in plan.counts.values() if n)) if shards else None
     import_tf()
@@ -263,5 +292,6 @@ def build_dataset(
         "sources": len(plan.sources),
         "tokenizer_fingerprint": metadata["tokenizer_fingerprint"],
         "shards": num_shards,
+        "execution_result": execution_result,
         "seconds": time.time() - start,
     }

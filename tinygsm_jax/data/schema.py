@@ -8,6 +8,13 @@ for a question, labelled 1 if its answer was right: the verifier learns from the
 The token layout both share (`layout`): the prompt is `make_prompt(question)` (the header and
 docstring, exactly what the sampler is prompted with at evaluation), the target is the
 program's body up to where the function ends, followed by EOS.
+
+A verifier may also read the program's execution result (`layout(..., execution_result=True)`):
+the comment line `solution_format.execution_line` writes from the row's answer, status and
+error (`execution_of_row`), after the body. The builder writes it into the ids only when asked
+(`data build --execution-result`) and records that in the data set's metadata; train refuses a
+verifier config whose `data.execution_result` says otherwise, and eval's `Scorer` builds the same
+line from each sample's own execution, as the verifier checkpoint's model.json says.
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ class Candidate:
     temperature: float = 0.0
     question_id: str = ""
     sample: int = 0  # index of this sample among the question's candidates
+    # Its execution result as the verifier reads it (`execution_of_row`); "" when the row does
+    # not say (rows written before verifier_data kept the sandbox's error).
+    execution: str = ""
 
 
 Record = Problem | Candidate
@@ -65,6 +75,18 @@ def _text(row: dict, key: str, where: str, *, required: bool) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise UserError(f"{where}: field '{key}' must be a string, got {type(value).__name__}")
     return str(value)
+
+
+def execution_of_row(row: dict, where: str = "row") -> str:
+    """The execution line of a row with the sandbox's answer, status and error (verifier_data's
+    and eval's rows); "" when the row lacks them: no status, or an error with no error text."""
+    status = row.get("status")
+    if status is None or (status == "error" and "error" not in row):
+        return ""
+    error = row.get("error")
+    if not isinstance(status, str) or not (error is None or isinstance(error, str)):
+        raise UserError(f"{where}: fields 'status' and 'error' must be strings")
+    return solution_format.execution_line(row.get("answer"), status, error)
 
 
 def _label(row: dict, where: str) -> int:
@@ -124,15 +146,17 @@ def record_from_row(row: dict, where: str, *, kind: str, default_source: str = "
         temperature=float(temperature),
         question_id=_text(row, "question_id", where, required=False),
         sample=sample,
+        execution=execution_of_row(row, where),
     )
 
 
-def layout(record: Record) -> tuple[str, str] | None:
+def layout(record: Record, *, execution_result: bool = False) -> tuple[str, str] | None:
     """(prompt, body) text the model is trained on, or None if `code` is not a TinyGSM program.
 
     The prompt is re-made from the question with `make_prompt`, so training prompts are byte for
     byte the prompts the sampler sees; the body is cut where the function ends (what the
-    sampler's stop rule cuts) and ends with one newline.
+    sampler's stop rule cuts) and ends with one newline. With `execution_result` (a candidate
+    whose `execution` is known) the execution line and a newline follow the body.
     """
     parts = solution_format.split_program(record.code)
     if parts is None:
@@ -144,20 +168,31 @@ def layout(record: Record) -> tuple[str, str] | None:
     body = body.rstrip()
     if not body:
         return None
-    return solution_format.make_prompt(record.question), body + "\n"
+    body += "\n"
+    if execution_result:
+        execution = getattr(record, "execution", "")
+        if not execution:
+            raise ValueError("the record has no execution result to lay out")
+        body += execution + "\n"
+    return solution_format.make_prompt(record.question), body
 
 
-def example_of(record: Record, *, prompt_ids=None, target_ids=None) -> dict[str, Any]:
+def example_of(
+    record: Record, *, prompt_ids=None, target_ids=None, execution_result: bool = False
+) -> dict[str, Any]:
     """The TFDS example (a dict matching `features(kind, ...)`) for a record."""
     ex = dataclasses.asdict(record)
+    if not execution_result:
+        ex.pop("execution", None)  # a data set without execution lines keeps today's features
     if prompt_ids is not None:
         ex["prompt_ids"] = prompt_ids
         ex["target_ids"] = target_ids
     return ex
 
 
-def features(kind: str, *, with_ids: bool):
-    """The TFDS `FeaturesDict` of a data set of `kind` (text always; token ids if `with_ids`)."""
+def features(kind: str, *, with_ids: bool, execution_result: bool = False):
+    """The TFDS `FeaturesDict` of a data set of `kind` (text always; token ids if `with_ids`;
+    a candidate's execution line as text if `execution_result`)."""
     import numpy as np
     import tensorflow_datasets as tfds
 
@@ -173,6 +208,8 @@ def features(kind: str, *, with_ids: bool):
             question_id=text(),
             sample=tfds.features.Scalar(dtype=np.int32),
         )
+        if execution_result:
+            spec.update(execution=text())
     if with_ids:
         # target_ids = the body's tokens followed by EOS.
         spec["prompt_ids"] = tfds.features.Tensor(shape=(None,), dtype=np.int32)
