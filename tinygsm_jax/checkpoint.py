@@ -334,28 +334,41 @@ def load_model(
         raise UserError(f"{root}: checkpoint has no tokenizer/ directory")
     graphdef, state = nnx.split(nnx.eval_shape(lambda: Phi(cfg, rngs=nnx.Rngs(0))))
     shardings = sharding.state_shardings(state, mesh if mesh is not None else default_mesh())
-    step, restored = restore(
-        path,
-        {
-            "params": ocp.args.StandardRestore(abstract_params(cfg, shardings)),
-            "meta": ocp.args.JsonRestore(),
-        },
-    )
-    _check_shapes(abstract_params(cfg), restored["params"], f"{root} step {step}")
+    items = {
+        "params": ocp.args.StandardRestore(abstract_params(cfg, shardings)),
+        "meta": ocp.args.JsonRestore(),
+    }
+    try:
+        step, restored = restore(path, items)
+    except UserError:  # every process at once; a step of another shape is named as such
+        root, step = choose_step(path)
+        stored = _stored_params(root / "checkpoints" / str(step))
+        if stored is not None:
+            _check_shapes(abstract_params(cfg), stored, f"{root} step {step}")
+        raise
     nnx.replace_by_pure_dict(state, restored["params"])
     return Loaded(nnx.merge(graphdef, state), cfg, tok, step, root, dict(restored["meta"] or {}))
 
 
-def _check_shapes(expected: dict, actual: dict, where: str) -> None:
-    """orbax restores an array with its stored shape whatever the target says: catch a
-    checkpoint whose weights do not match its model.json here, not as a wrong model later."""
+def _stored_params(step_dir: Path) -> Any:
+    """The step's stored parameter shapes (orbax metadata, no array read); None if unreadable,
+    which the restore itself then reports as a damaged step."""
+    try:
+        meta = ocp.StandardCheckpointHandler().metadata(epath.Path(str(step_dir / "params")))
+    except Exception:  # noqa: BLE001 - damage is the restore's to name
+        return None
+    tree = getattr(meta, "tree", meta)
+    return tree if isinstance(tree, dict) else None
+
+
+def _check_shapes(expected: dict, actual: Any, where: str) -> None:
+    """A checkpoint whose weights do not match its model.json is named as such (orbax, given the
+    target shapes, would only say that a shape is incompatible)."""
     got = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(actual)}
     for path, want in jax.tree_util.tree_leaves_with_path(expected):
         name = jax.tree_util.keystr(path)
         if name not in got:
-            raise UserError(
-                f"{where}: has no parameter {name} (the weights do not match model.json)"
-            )
+            continue  # a parameter the step lacks (another head): the restore names it
         if tuple(got[name].shape) != tuple(want.shape):
             raise UserError(
                 f"{where}: parameter {name} has shape {tuple(got[name].shape)}, model.json implies {tuple(want.shape)}"
