@@ -8,7 +8,7 @@ run is the analytic FLOP count (6N plus attention): the `XLA/model` column is XL
 it (above 1 by remat's recomputed forward and the softmax/norm/optimizer work).
 
 Projected wall time and cost are for the paper's 20k steps at the on-demand price per chip-hour
-in `tinygsm_jax.aot.CHIPS`. Compiling takes minutes per pair on a 2-core machine; results are
+in `tinygsm_jax.tpu_topology.CHIPS`. Compiling takes minutes per pair on a 2-core machine; results are
 cached per pair (`--cache`) so an interrupted run resumes.
 
     python -m benchmarks.aot [--configs phi_125m,phi_350m,phi1_5] [--topologies v4-32,...] [--no-write]
@@ -28,7 +28,7 @@ from pathlib import Path
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from benchmarks.results import MachineGuard, add_guard_args, machine  # noqa: E402
-from tinygsm_jax import aot  # noqa: E402
+from tinygsm_jax import aot, tpu_topology  # noqa: E402
 from tinygsm_jax.config import load_config  # noqa: E402
 
 CONFIGS = ("phi_125m", "phi_350m", "phi1_5")
@@ -59,7 +59,7 @@ def analyze_fitting(name: str, topology: str) -> dict:
 
 
 def row(r: dict) -> str:
-    chip = aot.CHIPS[aot.parse_topology(r["topology"]).chip.generation]
+    chip = tpu_topology.CHIPS[tpu_topology.parse_topology(r["topology"]).chip.generation]
     mem = f"{r['peak_bytes_per_chip'] / 2**30:.1f} / {r['hbm_bytes_per_chip'] / 2**30:.0f}"
     micro = str(r["micro_batch"]) + ("" if r["micro_batch"] == r["default_micro_batch"] else "*")
     if r["projected_step_seconds"] is None:
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     guard = MachineGuard("aot", force=args.force)
     guard.before()
-    aot._ensure_libtpu()
+    tpu_topology.ensure_libtpu()
     reports = run_cached(
         Path(args.cache),
         [
@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> None:
             for topology in args.topologies.split(",")
         ],
     )
-    prices = ", ".join(f"{c.generation} ${c.usd_per_chip_hour:.2f}" for c in aot.CHIPS.values())
+    prices = ", ".join(
+        f"{c.generation} ${c.usd_per_chip_hour:.2f}" for c in tpu_topology.CHIPS.values()
+    )
     lines = [
         "## AOT: the train step compiled for TPU slices (no TPU used)",
         "",
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         "so step time is optimistic and MFU a ceiling. XLA/model: XLA's FLOPs over 6N + attention",
         "(remat adds a forward pass).",
         f"20k steps (the paper's run) at on-demand list prices per chip-hour ({prices}; us-central regions,",
-        f"as of {aot.PRICES_AS_OF}: check the Cloud TPU pricing page before budgeting). `*`: micro-batch",
+        f"as of {tpu_topology.PRICES_AS_OF}: check the Cloud TPU pricing page before budgeting). `*`: micro-batch",
         "halved from the config's default so the step fits.",
         "",
         "| model | slice | chips | micro-batch | memory GiB | step s (bound) | MFU | XLA/model | 20k steps | cost | compile |",

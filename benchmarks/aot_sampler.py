@@ -26,7 +26,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 from benchmarks.aot import run_cached  # noqa: E402
 from benchmarks.results import MachineGuard, add_guard_args, machine  # noqa: E402
-from tinygsm_jax import aot, aot_sampler  # noqa: E402
+from tinygsm_jax import aot_sampler, tpu_topology  # noqa: E402
 from tinygsm_jax.config import load_config  # noqa: E402
 
 CONFIGS = ("phi_125m", "phi_350m", "phi1_5")
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     guard = MachineGuard("aot_sampler", force=args.force)
     guard.before()
-    aot._ensure_libtpu()
+    tpu_topology.ensure_libtpu()
 
     def report(name: str, topology: str) -> dict:
         r = aot_sampler.analyze_sampler(load_config(name), topology, questions_per_batch=Q)
@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> None:
             for topology in args.topologies.split(",")
         ],
     )
-    prices = ", ".join(f"{c.generation} ${c.usd_per_chip_hour:.2f}" for c in aot.CHIPS.values())
+    prices = ", ".join(
+        f"{c.generation} ${c.usd_per_chip_hour:.2f}" for c in tpu_topology.CHIPS.values()
+    )
     lines = [
         "## AOT: the sampler compiled for TPU slices (no TPU used)",
         "",
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         "runs on the hosts' CPUs meanwhile), at this batch of 8 questions; a larger batch, up to the",
         "largest that fits, amortises the parameter reads over more rows and cuts the time nearly in",
         f"proportion while the step stays memory-bound. On-demand list prices per chip-hour ({prices};",
-        f"us-central regions, as of {aot.PRICES_AS_OF}: check the Cloud TPU pricing page before budgeting).",
+        f"us-central regions, as of {tpu_topology.PRICES_AS_OF}: check the Cloud TPU pricing page before budgeting).",
         "",
         "| model | slice | chips | batch | memory GiB | largest batch | step ms (bound) | params/step | tokens/s | verifier data | eval | compile |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tinygsm_jax import aot
+from tinygsm_jax import aot, tpu_topology
 from tinygsm_jax.cli import UserError
 from tinygsm_jax.config import load_config
 
@@ -42,8 +42,19 @@ PHI15_PARAMS = 1_418_270_720
     ],
 )
 def test_topology_names_follow_cloud_tpu(name, chips, shape, accel):
-    topo = aot.parse_topology(name)
+    topo = tpu_topology.parse_topology(name)
     assert (topo.chips, topo.shape, topo.accelerator_type) == (chips, shape, accel)
+
+
+def test_the_two_aot_programs_share_one_helper_module_not_each_other():
+    """aot_sampler imports the topology and memory helpers from tpu_topology, never from aot."""
+    code = (
+        "import sys, tinygsm_jax.aot_sampler; "
+        "assert 'tinygsm_jax.aot' not in sys.modules, 'aot_sampler imported aot'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert aot.parse_topology is tpu_topology.parse_topology
 
 
 def test_unknown_topology_lists_known_ones():
@@ -60,7 +71,7 @@ def test_unknown_topology_lists_known_ones():
     for known in ("v4-8", "v4-32", "v5e-16", "v5e-256", "v5p-8", "v6e-8"):
         assert known in lines[0]
     with pytest.raises(UserError, match="known:"):
-        aot.parse_topology("v5e-12")  # not a slice size Cloud TPU sells
+        tpu_topology.parse_topology("v5e-12")  # not a slice size Cloud TPU sells
 
 
 def test_missing_libtpu_says_to_install_the_tpu_extra(monkeypatch):
@@ -175,8 +186,8 @@ def test_probes_match_a_fully_unrolled_step():
     """With micro-batching, the 4-probe extrapolation vs XLA's cost of the whole unrolled step."""
     config = load_config("tiny")
     config.train.micro_batch = 4  # 16 / 4 = 4 micro-batches, 4 layers
-    topo = aot.parse_topology("v5e-4")
-    devices = aot.topology_devices(topo)
+    topo = tpu_topology.parse_topology("v5e-4")
+    devices = tpu_topology.topology_devices(topo)
     flops, nbytes, _ = aot.projected_costs(config, devices)
     full_flops, full_bytes, loops = aot._probe(config, devices)
     assert loops == 0

@@ -42,6 +42,15 @@ import time
 from typing import Any
 
 from tinygsm_jax.cli import UserError
+from tinygsm_jax.tpu_topology import (
+    PROBE_COMPILER_OPTIONS,
+    gib,
+    memory_per_chip,
+    oom_bytes,
+    parse_topology,
+    topology_devices,
+    unrolled_scans,
+)
 
 VERIFIER_DATA_JOB = {"questions": 7473, "checkpoints": 3, "temperatures": 2}
 EVAL_JOB = {"questions": 1319}
@@ -127,11 +136,10 @@ def _program(
 
 
 def _compile(config, mesh, Q, n, max_new, P, n_layers=None, part="all", unroll=False):
-    from tinygsm_jax.aot import PROBE_COMPILER_OPTIONS, _unrolled_scans
     from tinygsm_jax.sharding import use_mesh
 
     fn, args, cfg = _program(config, mesh, n_layers, Q, n, max_new, P, part)
-    with use_mesh(mesh), _unrolled_scans() if unroll else contextlib.nullcontext():
+    with use_mesh(mesh), unrolled_scans() if unroll else contextlib.nullcontext():
         lowered = fn.lower(*args)
     options = PROBE_COMPILER_OPTIONS if unroll else None
     return lowered.compile(compiler_options=options), cfg
@@ -139,12 +147,10 @@ def _compile(config, mesh, Q, n, max_new, P, n_layers=None, part="all", unroll=F
 
 def peak_bytes(config, mesh, Q, n, max_new, P) -> tuple[int, dict, bool]:
     """(peak bytes per chip, breakdown, compiled) of one batch; an HBM overflow gives its lower bound."""
-    from tinygsm_jax.aot import _oom_bytes, memory_per_chip
-
     try:
         compiled, _ = _compile(config, mesh, Q, n, max_new, P)
     except Exception as e:  # the TPU compiler refuses programs that overflow HBM
-        need = _oom_bytes(str(e))
+        need = oom_bytes(str(e))
         if need is None:
             raise
         return need, {"compiler_error": str(e).strip().splitlines()[0][:300]}, False
@@ -210,7 +216,6 @@ def analyze_sampler(
     project: bool = True,
 ) -> dict:
     """Compile the sampler's batch program for `topology`; the report `aot.main` prints."""
-    from tinygsm_jax import aot
     from tinygsm_jax.model import count_params
     from tinygsm_jax.sampler import _block_size, _bucket, batch_questions
     from tinygsm_jax.sharding import bytes_per_device, make_mesh, state_shardings
@@ -229,9 +234,9 @@ def analyze_sampler(
             f"--prompt-len {prompt_len} + --max-new-tokens {max_new_tokens} exceed model.max_len {max_len}"
         )
     P = _bucket(prompt_len, max_len - max_new_tokens)
-    topo = aot.parse_topology(topology)
+    topo = parse_topology(topology)
     chip = topo.chip
-    devices = aot.topology_devices(topo)
+    devices = topology_devices(topo)
     mesh = make_mesh(data=-1, fsdp=1, tensor=1, devices=devices)
     shards = mesh.shape["data"]
     Q = batch_questions(questions_per_batch, n, shards)
@@ -296,10 +301,9 @@ def analyze_sampler(
 
 def add_projection(report: dict, config, mesh, questions_per_batch: int) -> dict:
     """Fill the decode-time, throughput and job-cost fields of an `analyze_sampler` report."""
-    from tinygsm_jax import aot
     from tinygsm_jax.sampler import batch_questions
 
-    chip = aot.parse_topology(report["topology"]).chip
+    chip = parse_topology(report["topology"]).chip
     n, M, P, Q = report["n"], report["max_new_tokens"], report["prompt_len"], report["questions_per_batch"]  # fmt: skip
 
     def batch_seconds(q: int, n: int) -> tuple[float, dict, float, str]:
@@ -339,8 +343,6 @@ def add_projection(report: dict, config, mesh, questions_per_batch: int) -> dict
 
 
 def format_report(r: dict) -> str:
-    from tinygsm_jax.aot import _gib
-
     maxq = r.get("max_questions_per_batch")
     lines = [
         f"{r['config']} sampler on {r['topology']} ({r['accelerator_type']}: {r['chips']} chips)",
@@ -348,9 +350,9 @@ def format_report(r: dict) -> str:
         f"  batch            {r['questions_per_batch']} questions x {r['n']} samples = {r['rows_per_batch']} rows "
         f"({r['rows_per_chip']} per chip), prompt {r['prompt_len']} + {r['max_new_tokens']} new tokens, "
         f"{r['compute_dtype']}",
-        f"  memory per chip  {_gib(r['peak_bytes_per_chip'])} of {_gib(r['hbm_bytes_per_chip'])} HBM"
-        f"  -> {'fits' if r['fits'] else 'DOES NOT FIT'} (parameters {_gib(r['param_bytes_per_chip'])}, "
-        f"KV cache {_gib(r['kv_cache_bytes_per_chip'])})",
+        f"  memory per chip  {gib(r['peak_bytes_per_chip'])} of {gib(r['hbm_bytes_per_chip'])} HBM"
+        f"  -> {'fits' if r['fits'] else 'DOES NOT FIT'} (parameters {gib(r['param_bytes_per_chip'])}, "
+        f"KV cache {gib(r['kv_cache_bytes_per_chip'])})",
         f"  largest batch    {maxq if maxq is not None else '?'} questions per batch",
     ]
     if r["projected_step_seconds"] is not None:
