@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def test_demo_smoke_runs_every_stage_and_resumes(tmp_path):
     out = tmp_path / "demo"
@@ -60,3 +62,33 @@ def test_demo_bad_arguments_are_one_line(tmp_path):
         cmd = [sys.executable, "-m", "tinygsm_jax.demo", "--smoke", "--out", str(tmp_path / "d")]
         proc = subprocess.run(cmd + extra, capture_output=True, text=True)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_demo_passes_the_execution_result_to_the_verifier_set_and_its_training(on, tmp_path):
+    import dataclasses
+
+    from tinygsm_jax.demo import PRESETS, stages
+
+    s = dataclasses.replace(PRESETS["default"], verifier_execution_result=on)
+    by_name = {
+        st.name: st for st in stages(s, tmp_path, 0, "configs/tiny.py", "configs/tiny_verifier.py")
+    }
+    [build] = by_name["verifier_set"].commands
+    [train] = by_name["verifier"].commands
+    [gen_build] = by_name["generator_data"].commands
+    assert ("--execution-result" in build) is on
+    assert ("--config.data.execution_result=True" in train) is on
+    assert "--execution-result" not in gen_build  # problems have no execution result
+
+
+def test_lift_preset_samples_checkpoints_its_generator_writes():
+    """The lift preset's verifier-data and eval steps are checkpoints its generator keeps."""
+    from tinygsm_jax.demo import PRESETS
+
+    s = PRESETS["lift"]
+    opts = dict(o.removeprefix("--config.").split("=") for o in s.generator)
+    steps, every = int(opts["train.steps"]), int(opts["checkpoint.every"])
+    for step in (*s.verifier_data_steps, s.eval_step):
+        assert 0 < step <= steps and step % every == 0
+    assert s.verifier_execution_result

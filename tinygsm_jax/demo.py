@@ -48,6 +48,9 @@ class Settings:
     eval_temperature: float = 0.7
     max_new_tokens: int = 160
     dedup: bool = False  # verifier_data --dedup
+    # The verifier reads each sample's execution result (`data build --execution-result`,
+    # `data.execution_result`); eval reads it from the verifier's model.json.
+    verifier_execution_result: bool = False
     tokenizer_split_digits: bool = False  # tokenizer train --split-digits
     train_eval_every: int = 100  # the generator's greedy dev accuracy every N steps (metrics.jsonl)
     train_eval_limit: int = 100  # ... on the first K dev questions
@@ -80,6 +83,10 @@ PRESETS: dict[str, Settings] = {
         verifier_data_steps=(1250, 1500, 1750),
         eval_step=1500,
         generator=("--config.train.steps=2000", "--config.checkpoint.every=250"),
+        # The best verifier measured on dev (RESULTS.md, verifier_lift, V4): token-level BCE,
+        # 300 steps, reading each sample's execution result.
+        verifier_execution_result=True,
+        verifier=("--config.train.steps=300", "--config.checkpoint.every=150"),
     ),
 }
 
@@ -230,9 +237,13 @@ def stages(s: Settings, out: Path, seed: int, gen_config: str, ver_config: str) 
         return ["tinygsm_jax.train", "--config", config, "--workdir", str(out / workdir),
                 f"--config.data.path={data_dir}", *extra, *overrides]  # fmt: skip
 
-    def build(source: Path, name: str) -> list[str]:
+    def build(source: Path, name: str, *extra: str) -> list[str]:
         return ["tinygsm_jax.data", "build", "--source", str(source), "--out", str(data / name),
-                "--tokenizer", str(out / "tokenizer")]  # fmt: skip
+                "--tokenizer", str(out / "tokenizer"), *extra]  # fmt: skip
+
+    # The verifier's data carries each sample's execution result, and its config says so.
+    exec_build = ["--execution-result"] if s.verifier_execution_result else []
+    exec_train = ["--config.data.execution_result=True"] if s.verifier_execution_result else []
 
     return [
         Stage("teacher", [
@@ -256,10 +267,11 @@ def stages(s: Settings, out: Path, seed: int, gen_config: str, ver_config: str) 
                                  str(s.verifier_samples), "--temperatures", s.verifier_temperatures,
                                  "--dedup" if s.dedup else "--no-dedup", *decode,
                                  "--out", str(out / "verifier_data")]], "verifier_data/"),
-        Stage("verifier_set", [build(out / "verifier_data" / "candidates.jsonl", "verifier")],
-              "data/verifier/"),
+        Stage("verifier_set", [build(out / "verifier_data" / "candidates.jsonl", "verifier",
+                                     *exec_build)], "data/verifier/"),
         Stage("verifier", [train(ver_config, "verifier", data / "verifier", s.verifier,
-                                 f"--config.train.init_from={trunk}")], "verifier/"),
+                                 f"--config.train.init_from={trunk}", *exec_train)],
+              "verifier/"),
         Stage("eval_dev", [evaluate("dev.jsonl", out / "dev")], "dev/"),
         Stage("eval", [evaluate("eval.jsonl", out)], "report.json, candidates.jsonl, ..."),
         Stage("eval_heldout", [evaluate("heldout.jsonl", out / "heldout")], "heldout/"),
