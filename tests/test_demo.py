@@ -92,3 +92,42 @@ def test_lift_preset_samples_checkpoints_its_generator_writes():
     for step in (*s.verifier_data_steps, s.eval_step):
         assert 0 < step <= steps and step % every == 0
     assert s.verifier_execution_result
+
+
+def test_demo_refuses_to_resume_a_directory_of_other_settings(tmp_path):
+    """A finished stage of one preset is never reused under another; the same settings resume."""
+    import dataclasses
+
+    from tinygsm_jax.cli import UserError
+    from tinygsm_jax.demo import PRESETS, check_same_run
+
+    out = tmp_path / "d"
+    (out / ".stages").mkdir(parents=True)
+    (out / ".stages" / "teacher.done").write_text("1.0\n")
+    lift = {"preset": "lift", "smoke": False, "seed": 0, **dataclasses.asdict(PRESETS["lift"])}
+    (out / "settings.json").write_text(json.dumps(lift))
+    check_same_run(out, lift)  # the same run resumes
+    default = {**lift, "preset": "default", **dataclasses.asdict(PRESETS["default"])}
+    with pytest.raises(UserError, match="other settings .*preset.*n_train"):
+        check_same_run(out, default)
+    with pytest.raises(UserError, match="seed: 0 there, 1 now"):
+        check_same_run(out, {**lift, "seed": 1})
+    # an older settings.json without a newer key: that key counts as its default
+    older = {k: v for k, v in lift.items() if k != "tokenizer_split_digits"}
+    (out / "settings.json").write_text(json.dumps(older))
+    check_same_run(out, lift)
+    # nothing finished yet: any settings may start over
+    (out / ".stages" / "teacher.done").unlink()
+    check_same_run(out, default)
+
+
+def test_demo_resume_with_other_settings_is_one_line_and_runs_nothing(tmp_path):
+    out = tmp_path / "d"
+    (out / ".stages").mkdir(parents=True)
+    (out / ".stages" / "teacher.done").write_text("1.0\n")
+    (out / "settings.json").write_text(json.dumps({"preset": "hard", "smoke": True, "seed": 0}))
+    cmd = [sys.executable, "-m", "tinygsm_jax.demo", "--smoke", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2 and "other settings (preset" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (out / "teacher").exists()  # stopped before any stage

@@ -278,6 +278,29 @@ def stages(s: Settings, out: Path, seed: int, gen_config: str, ver_config: str) 
     ]  # fmt: skip
 
 
+def check_same_run(out: Path, settings: dict) -> None:
+    """Refuse to resume `out` with other settings: its finished stages would be mixed with
+    this run's (one preset's generator under another's verifier). Keys an older
+    settings.json lacks count as their defaults."""
+    path = out / "settings.json"
+    if not path.exists() or not any((out / ".stages").glob("*.done")):
+        return
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable ({e}); pass another --out") from None
+    before = {**json.loads(json.dumps(dataclasses.asdict(Settings()))), **before}
+    now = json.loads(json.dumps(settings))  # tuples as the file holds them: lists
+    changed = [k for k in now if before.get(k) != now[k]]
+    if changed:
+        k = changed[0]
+        raise UserError(
+            f"{out} holds stages of a run with other settings ({', '.join(changed)}; {k}: "
+            f"{before.get(k)!r} there, {now[k]!r} now): pass another --out, or delete it to "
+            "start over"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m tinygsm_jax.demo", description=__doc__.split("\n")[0]
@@ -315,11 +338,12 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(
             f"--stop-after: unknown stage {args.stop_after!r}; stages: {', '.join(names)}"
         )
+    settings = {"preset": args.preset, "smoke": args.smoke, "seed": args.seed,
+                **dataclasses.asdict(s)}  # fmt: skip
+    check_same_run(out, settings)
     (out / ".stages").mkdir(parents=True, exist_ok=True)
     (out / "teacher").mkdir(exist_ok=True)
-    atomic_write_text(out / "settings.json", json.dumps(
-        {"preset": args.preset, "smoke": args.smoke, "seed": args.seed, **dataclasses.asdict(s)},
-        indent=2) + "\n")  # fmt: skip
+    atomic_write_text(out / "settings.json", json.dumps(settings, indent=2) + "\n")
     log = out / "demo.log"
     t0 = time.time()
     for i, st in enumerate(plan, 1):
