@@ -25,3 +25,13 @@ def make_tokenizer(out: str | Path, vocab_size: int = 300, texts: list[str] | No
     out = Path(out)
     tok.save_pretrained(str(out))
     return out
+
+
+def demo_stages(out: Path, **settings) -> dict:
+    """The default demo's stages by name, with `settings` replaced: their argv, nothing run."""
+    import dataclasses
+
+    from tinygsm_jax.demo import PRESETS, stages
+
+    s = dataclasses.replace(PRESETS["default"], **settings)
+    return {st.name: st for st in stages(s, out, 0, "configs/tiny.py", "configs/tiny_verifier.py")}

@@ -66,14 +66,9 @@ def test_demo_bad_arguments_are_one_line(tmp_path):
 
 @pytest.mark.parametrize("on", [False, True])
 def test_demo_passes_the_execution_result_to_the_verifier_set_and_its_training(on, tmp_path):
-    import dataclasses
+    from helpers import demo_stages
 
-    from tinygsm_jax.demo import PRESETS, stages
-
-    s = dataclasses.replace(PRESETS["default"], verifier_execution_result=on)
-    by_name = {
-        st.name: st for st in stages(s, tmp_path, 0, "configs/tiny.py", "configs/tiny_verifier.py")
-    }
+    by_name = demo_stages(tmp_path, verifier_execution_result=on)
     [build] = by_name["verifier_set"].commands
     [train] = by_name["verifier"].commands
     [gen_build] = by_name["generator_data"].commands

@@ -282,14 +282,8 @@ def test_split_digits_survives_the_hf_export(split_trained, tmp_path):
 
 @pytest.mark.parametrize("split", [False, True])
 def test_demo_passes_split_digits_to_the_tokenizer_stage(split, tmp_path):
-    import dataclasses
+    from helpers import demo_stages
 
-    from tinygsm_jax.demo import PRESETS, stages
-
-    s = dataclasses.replace(PRESETS["default"], tokenizer_split_digits=split)
-    by_name = {
-        st.name: st for st in stages(s, tmp_path, 0, "configs/tiny.py", "configs/tiny_verifier.py")
-    }
-    [argv] = by_name["tokenizer"].commands
+    [argv] = demo_stages(tmp_path, tokenizer_split_digits=split)["tokenizer"].commands
     assert argv[:2] == ["tinygsm_jax.tokenizer", "train"]
     assert ("--split-digits" in argv) is split
