@@ -14,7 +14,8 @@ each command is atomic or resumable).
          (the headline, never used for a choice) and on the held-out test split (DIR/heldout/)
 
 `--preset` picks a named set of sizes and settings (`PRESETS`): `default` is the 30-minute
-demo; `easy` and `hard` step the offline teacher's difficulty.
+demo; `easy` and `hard` step the offline teacher's difficulty; `lift` is the verifier's regime
+(issue 21: a generator trained past copying, evaluated at a mid checkpoint with headroom).
 """
 
 from __future__ import annotations
@@ -312,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--preset", choices=sorted(PRESETS), default="default",
-        help="default (30 min), easy/hard (the offline teacher's difficulty)",
+        help="default (30 min), easy/hard (the offline teacher's difficulty), lift (the "
+        "verifier's regime: a longer-trained generator, 500 headline questions; over an hour)",
     )  # fmt: skip
     p.add_argument("--generator-config", default="configs/tiny.py")
     p.add_argument("--verifier-config", default="configs/tiny_verifier.py")
