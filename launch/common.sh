@@ -93,13 +93,17 @@ shquote() {
   fi
 }
 
+# The words quoted and joined with leading spaces: appended to a remote command, they survive
+# the ssh hop as the words they were.
+shquote_words() {
+  local a
+  for a in "$@"; do printf ' %s' "$(shquote "$a")"; done
+}
+
 # Run a command, or print it (quoted, prefixed with "+") under --dry-run.
 run() {
   if [[ "$DRY_RUN" == 1 ]]; then
-    printf '+'
-    local a
-    for a in "$@"; do printf ' %s' "$(shquote "$a")"; done
-    printf '\n'
+    printf '+%s\n' "$(shquote_words "$@")"
   else
     "$@"
   fi
@@ -118,6 +122,28 @@ get_state() {
 
 ssh_all() {
   run gcloud compute tpus tpu-vm ssh "$NAME" "${GCLOUD_FLAGS[@]}" --worker=all --command "$1"
+}
+
+# The last step of tpu_train.sh and tpu_run.sh: with --follow, tail worker 0's LOG; otherwise
+# bring the slice up, install this checkout (unless --skip-install) and run REMOTE_CMD on every
+# worker, appending to LOG, in the foreground or (--detach) in the background.
+# Usage: run_on_workers REMOTE_CMD LOG WHAT FOLLOW_HINT (WHAT is echoed before it starts;
+# FOLLOW_HINT is the command line that, with --follow, shows the log again).
+run_on_workers() {
+  local remote_cmd="$1" log="$2" what="$3" follow_hint="$4"
+  if [[ "$FOLLOW" == 1 ]]; then
+    run gcloud compute tpus tpu-vm ssh "$NAME" "${GCLOUD_FLAGS[@]}" --worker=0 --command "tail -n 100 -F $log"
+    return 0
+  fi
+  ensure_tpu
+  [[ "$SKIP_INSTALL" == 1 ]] || install_project
+  echo "$what" >&2
+  if [[ "$DETACH" == 1 ]]; then
+    ssh_all "nohup bash -c $(shquote "$remote_cmd >> $log 2>&1") > /dev/null 2>&1 &"
+    echo "started in the background; follow with: $follow_hint --follow" >&2
+  else
+    ssh_all "set -o pipefail; $remote_cmd 2>&1 | tee -a $log"
+  fi
 }
 
 # Create the slice, or reuse it when it is up; a preempted/failed one is deleted and recreated.

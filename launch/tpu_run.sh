@@ -77,23 +77,6 @@ fi
 finish_common
 
 # The remote command, quoted once here so that arguments with spaces survive the ssh hop.
-run_cmd="cd $REMOTE_DIR && $REMOTE_VENV/bin/python"
-for a in "${CMD[@]:1}"; do
-  run_cmd+=" $(shquote "$a")"
-done
-
-if [[ "$FOLLOW" == 1 ]]; then
-  run gcloud compute tpus tpu-vm ssh "$NAME" "${GCLOUD_FLAGS[@]}" --worker=0 --command "tail -n 100 -F $REMOTE_RUN_LOG"
-  exit 0
-fi
-
-ensure_tpu
-[[ "$SKIP_INSTALL" == 1 ]] || install_project
-
-echo "running on every worker of $NAME ($ACCELERATOR_TYPE): ${CMD[*]}" >&2
-if [[ "$DETACH" == 1 ]]; then
-  ssh_all "nohup bash -c $(shquote "$run_cmd >> $REMOTE_RUN_LOG 2>&1") > /dev/null 2>&1 &"
-  echo "started in the background; follow with: $0 --name $NAME --zone $ZONE --follow" >&2
-else
-  ssh_all "set -o pipefail; $run_cmd 2>&1 | tee -a $REMOTE_RUN_LOG"
-fi
+run_cmd="cd $REMOTE_DIR && $REMOTE_VENV/bin/python$(shquote_words "${CMD[@]:1}")"
+run_on_workers "$run_cmd" "$REMOTE_RUN_LOG" "running on every worker of $NAME ($ACCELERATOR_TYPE): ${CMD[*]}" \
+  "$0 --name $NAME --zone $ZONE"

@@ -61,22 +61,6 @@ finish_common
 
 # The remote command, quoted once here so that overrides with spaces survive the ssh hop.
 train_cmd="cd $REMOTE_DIR && $REMOTE_VENV/bin/python -m tinygsm_jax.train --config $(shquote "$CONFIG") --workdir $(shquote "$WORKDIR")"
-for o in "${OVERRIDES[@]+"${OVERRIDES[@]}"}"; do
-  train_cmd+=" $(shquote "$o")"
-done
-
-if [[ "$FOLLOW" == 1 ]]; then
-  run gcloud compute tpus tpu-vm ssh "$NAME" "${GCLOUD_FLAGS[@]}" --worker=0 --command "tail -n 100 -F $REMOTE_LOG"
-  exit 0
-fi
-
-ensure_tpu
-[[ "$SKIP_INSTALL" == 1 ]] || install_project
-
-echo "training on $NAME ($ACCELERATOR_TYPE) -> $WORKDIR" >&2
-if [[ "$DETACH" == 1 ]]; then
-  ssh_all "nohup bash -c $(shquote "$train_cmd >> $REMOTE_LOG 2>&1") > /dev/null 2>&1 &"
-  echo "started in the background; follow with: $0 --name $NAME --zone $ZONE --workdir $WORKDIR --follow" >&2
-else
-  ssh_all "set -o pipefail; $train_cmd 2>&1 | tee -a $REMOTE_LOG"
-fi
+train_cmd+="$(shquote_words "${OVERRIDES[@]+"${OVERRIDES[@]}"}")"
+run_on_workers "$train_cmd" "$REMOTE_LOG" "training on $NAME ($ACCELERATOR_TYPE) -> $WORKDIR" \
+  "$0 --name $NAME --zone $ZONE --workdir $WORKDIR"

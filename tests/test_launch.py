@@ -292,3 +292,29 @@ def test_run_bad_commands_are_one_clear_line(cmd, message):
     assert proc.returncode == 2
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert commands(proc.stdout) == []
+
+
+RUN_SH = ["tpu_run.sh", "--", "python", "-m", "tinygsm_jax.eval", "--out", "gs://b/e"]
+TRAIN_SH = ["tpu_train.sh", "--workdir", "gs://b/run"]
+
+
+@pytest.mark.parametrize(
+    "argv, log", [(RUN_SH, "$HOME/tinygsm_run.log"), (TRAIN_SH, "$HOME/tinygsm_train.log")]
+)
+def test_follow_and_detach_share_one_path_in_both_scripts(argv, log):
+    """--follow only tails worker 0's log; --detach starts the job under nohup and says how to
+    follow it; both scripts go through launch/common.sh's run_on_workers."""
+    script, *rest = argv
+    opts = ["--zone", "z", "--name", "pod", "--dry-run", "--skip-install"]
+    follow = run([LAUNCH / script, *opts, "--follow", *rest])
+    assert follow.returncode == 0, follow.stderr
+    assert commands(follow.stdout) == [
+        f"gcloud compute tpus tpu-vm ssh pod --zone z --worker=0 --command 'tail -n 100 -F {log}'"
+    ]
+    detach = run([LAUNCH / script, *opts, "--detach", *rest])
+    assert detach.returncode == 0, detach.stderr
+    ssh = [c for c in commands(detach.stdout) if " ssh pod " in c]
+    assert len(ssh) == 1 and "--worker=all" in ssh[0] and "nohup bash -c" in ssh[0]
+    assert f">> {log} 2>&1" in ssh[0]
+    assert "started in the background; follow with:" in detach.stderr
+    assert "--name pod --zone z" in detach.stderr and detach.stderr.rstrip().endswith("--follow")
