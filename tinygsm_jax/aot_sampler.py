@@ -70,7 +70,7 @@ def _program(
     from jax.sharding import NamedSharding, PartitionSpec
 
     from tinygsm_jax.model import Phi
-    from tinygsm_jax.sampler import _sample_parts, _sample_program
+    from tinygsm_jax.sampler import ProgramSpec, _sample_parts, _sample_program
     from tinygsm_jax.sharding import state_shardings
     from tinygsm_jax.train_step import model_config
 
@@ -89,7 +89,9 @@ def _program(
     divides = (Q * n) % shards == 0
     rows = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
     rep = NamedSharding(mesh, PartitionSpec())
-    static = (cfg, graphdef, n, max_new, 0, False, True, cfg.vocab_size, rows if divides else None)
+    spec = ProgramSpec(
+        cfg, graphdef, n, max_new, 0, False, True, cfg.vocab_size, rows if divides else None
+    )
 
     def arg(shape, dtype):
         return jax.ShapeDtypeStruct(shape, np.dtype(dtype), sharding=rep)
@@ -110,8 +112,8 @@ def _program(
         arg((), np.int32),  # pad
     )
     if part == "all":
-        return _sample_program(*static), args, cfg
-    prefill, step = _sample_parts(*static)
+        return _sample_program(spec), args, cfg
+    prefill, step = _sample_parts(spec)
     if part == "prefill":
         return jax.jit(prefill), args, cfg
     B = Q * n

@@ -193,17 +193,24 @@ def _filter_logits(logits: jax.Array, top_k: int, use_top_p: bool, top_p: jax.Ar
     return logits
 
 
-def _sample_parts(
-    cfg: ModelConfig,
-    graphdef: Any,
-    n: int,
-    max_new: int,
-    top_k: int,
-    use_top_p: bool,
-    stop_fn: bool,
-    vocab_limit: int,
-    row_sharding: Any,
-):
+@dataclasses.dataclass(frozen=True)
+class ProgramSpec:
+    """What one compiled sampling program is built for, beyond its argument shapes: the
+    values `_sample_parts` closes over, one object so that the sampler and `aot_sampler` name
+    them once."""
+
+    cfg: ModelConfig
+    graphdef: Any
+    n: int  # samples per question
+    max_new: int  # new tokens at most
+    top_k: int  # 0: off
+    use_top_p: bool
+    stop_fn: bool  # stop a sample at the end of its first top-level function
+    vocab_limit: int  # ids from here on (the model's padding past the tokenizer) never sampled
+    row_sharding: Any  # of the B = questions x n sample rows; None: as XLA picks
+
+
+def _sample_parts(spec: ProgramSpec):
     """(prefill, step): the two halves of one static configuration's program.
 
     With the layer scan unrolled (`cfg.scan_unroll == n_layers`, the CPU default) the decode
@@ -214,6 +221,9 @@ def _sample_parts(
     sampler runs them as one program (`_sample_program`); `tinygsm_jax.aot` compiles `step`
     alone to project the decode time (XLA's cost analysis counts a loop body once).
     """
+    cfg, graphdef, n, max_new = spec.cfg, spec.graphdef, spec.n, spec.max_new
+    top_k, use_top_p, stop_fn = spec.top_k, spec.use_top_p, spec.stop_fn
+    vocab_limit, row_sharding = spec.vocab_limit, spec.row_sharding
     unrolled = cfg.scan_unroll >= cfg.n_layers
 
     def prefill(
@@ -361,21 +371,10 @@ def _sample_parts(
     return prefill, step
 
 
-def _sample_program(
-    cfg: ModelConfig,
-    graphdef: Any,
-    n: int,
-    max_new: int,
-    top_k: int,
-    use_top_p: bool,
-    stop_fn: bool,
-    vocab_limit: int,
-    row_sharding: Any,
-):
+def _sample_program(spec: ProgramSpec):
     """The jitted function for one static configuration (shapes come from the arguments)."""
-    prefill, step = _sample_parts(
-        cfg, graphdef, n, max_new, top_k, use_top_p, stop_fn, vocab_limit, row_sharding
-    )
+    prefill, step = _sample_parts(spec)
+    max_new = spec.max_new
     C = _block_size(max_new)
 
     def run(state, *args):
@@ -467,7 +466,8 @@ class Sampler:
         full_key = (self.cfg, self.graphdef, self.mesh, self.vocab_limit, *key)
         prog = _PROGRAMS.get(full_key)
         if prog is None:
-            fn = _sample_program(
+            rows = self._rows if (Q * n) % self._n_shards == 0 else None
+            spec = ProgramSpec(
                 self.cfg,
                 self.graphdef,
                 n,
@@ -476,8 +476,9 @@ class Sampler:
                 use_top_p,
                 stop_fn,
                 self.vocab_limit,
-                self._rows if (Q * n) % self._n_shards == 0 else None,
+                rows,
             )
+            fn = _sample_program(spec)
             t0 = time.perf_counter()
             if self.mesh is not None:
                 with use_mesh(self.mesh):
