@@ -17,7 +17,6 @@ cached per pair (`--cache`) so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import tempfile
@@ -74,19 +73,35 @@ def row(r: dict) -> str:
     )
 
 
-def run_cached(cache_path: Path, jobs: list[tuple[str, Callable[[], dict]]]) -> list[dict]:
-    """Each job's report, computed once: compiles take minutes, so a rerun (or a crash half-way
-    through the table) reuses every report already in the JSON cache file."""
+def run_grid(
+    cache_path: Path,
+    configs: str,
+    topologies: str,
+    analyze: Callable[[str, str], dict],
+    tag: str = "",
+) -> list[dict]:
+    """`analyze(config, topology)` for every pair of the comma-separated lists, each computed
+    once: compiles take minutes, so a rerun (or a crash half-way through the table) reuses every
+    report already in the JSON cache file (keyed `config@topology` + `tag`)."""
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     reports = []
-    for key, compute in jobs:
-        if key not in cache:
-            t0 = time.perf_counter()
-            cache[key] = compute()
-            cache_path.write_text(json.dumps(cache, indent=1))
-            print(f"{key}: {time.perf_counter() - t0:.0f} s", flush=True)
-        reports.append(cache[key])
+    for name in configs.split(","):
+        for topology in topologies.split(","):
+            key = f"{name}@{topology}{tag}"
+            if key not in cache:
+                t0 = time.perf_counter()
+                cache[key] = analyze(name, topology)
+                cache_path.write_text(json.dumps(cache, indent=1))
+                print(f"{key}: {time.perf_counter() - t0:.0f} s", flush=True)
+            reports.append(cache[key])
     return reports
+
+
+def chip_prices() -> str:
+    """The on-demand list price per chip-hour of every TPU generation, for a table's caption."""
+    return ", ".join(
+        f"{c.generation} ${c.usd_per_chip_hour:.2f}" for c in tpu_topology.CHIPS.values()
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,17 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     guard = MachineGuard("aot", force=args.force)
     guard.before()
     tpu_topology.ensure_libtpu()
-    reports = run_cached(
-        Path(args.cache),
-        [
-            (f"{name}@{topology}", functools.partial(analyze_fitting, name, topology))
-            for name in args.configs.split(",")
-            for topology in args.topologies.split(",")
-        ],
-    )
-    prices = ", ".join(
-        f"{c.generation} ${c.usd_per_chip_hour:.2f}" for c in tpu_topology.CHIPS.values()
-    )
+    reports = run_grid(Path(args.cache), args.configs, args.topologies, analyze_fitting)
+    prices = chip_prices()
     lines = [
         "## AOT: the train step compiled for TPU slices (no TPU used)",
         "",

@@ -17,14 +17,13 @@ Results are cached per pair (`--cache`) so an interrupted run resumes.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-from benchmarks.aot import run_cached  # noqa: E402
+from benchmarks.aot import chip_prices, run_grid  # noqa: E402
 from benchmarks.results import MachineGuard, add_guard_args, machine  # noqa: E402
 from tinygsm_jax import aot_sampler, tpu_topology  # noqa: E402
 from tinygsm_jax.config import load_config  # noqa: E402
@@ -69,17 +68,8 @@ def main(argv: list[str] | None = None) -> None:
         return {"config": name, **r}
 
     Q = args.questions_per_batch
-    reports = run_cached(
-        Path(args.cache),
-        [
-            (f"{name}@{topology}@{Q}", functools.partial(report, name, topology))
-            for name in args.configs.split(",")
-            for topology in args.topologies.split(",")
-        ],
-    )
-    prices = ", ".join(
-        f"{c.generation} ${c.usd_per_chip_hour:.2f}" for c in tpu_topology.CHIPS.values()
-    )
+    reports = run_grid(Path(args.cache), args.configs, args.topologies, report, tag=f"@{Q}")
+    prices = chip_prices()
     lines = [
         "## AOT: the sampler compiled for TPU slices (no TPU used)",
         "",
