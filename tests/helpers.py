@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 EOS = "<|endoftext|>"
@@ -25,6 +27,20 @@ def make_tokenizer(out: str | Path, vocab_size: int = 300, texts: list[str] | No
     out = Path(out)
     tok.save_pretrained(str(out))
     return out
+
+
+def python_stdout_only() -> None:
+    """Keep this process's stdout for what Python prints; native libraries' prints go to stderr.
+
+    Gloo's C++ side writes "[Gloo] Rank R is connected to P peer ranks ..." to file descriptor 1
+    from several threads, so its fragments can land anywhere in the CLI's own output (twice this
+    failed CI). Called first in a subprocess whose stdout a test compares: fd 1 becomes a copy
+    of stderr, and `sys.stdout` writes to the original stdout through a descriptor of its own.
+    """
+    sys.stdout.flush()
+    own = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(own, "w", buffering=1, encoding="utf-8")
 
 
 def demo_stages(out: Path, **settings) -> dict:

@@ -4,7 +4,7 @@
 
 Every completed atomic write (`os.replace`, which `cli.atomic_path` ends with) appends its
 destination to WRITES_LOG, so a test can check that each output file is written once, and by
-one process. The CLIs run in one interpreter (`initialize_distributed` joins the run once).
+one process. Stdout carries only what Python prints (native libraries' prints go to stderr). The CLIs run in one interpreter (`initialize_distributed` joins the run once).
 
 Two MODULEs are test commands, not CLIs: `digest --checkpoint C [--init-from-config K=V ...]`
 prints `digest <what> <step> <sha256>` for the parameters `load_model` restores (and, with
@@ -21,6 +21,8 @@ import importlib
 import json
 import os
 import sys
+
+from helpers import python_stdout_only
 
 _replace = os.replace
 
@@ -107,6 +109,7 @@ TEST_COMMANDS = {"digest": digest, "reshard": reshard}
 
 
 def main() -> int:
+    python_stdout_only()
     os.replace = _logged_replace
     commands, current = [], []
     for a in sys.argv[2:]:

@@ -11,7 +11,6 @@ onto its own devices (as a pod-trained checkpoint is evaluated elsewhere).
 from __future__ import annotations
 
 import json
-import re
 import socket
 import subprocess
 import sys
@@ -28,19 +27,6 @@ QUESTIONS = [
     ("A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts?", "3"),
     ("James writes a 3-page letter to 2 friends twice a week. How many pages a year?", "624"),
 ]
-
-
-# Gloo's C++ side prints "[Gloo] Rank R is connected to P peer ranks. ..." on stdout, from
-# more than one thread: two such lines can interleave mid-line ("[Gloo] Rank [Gloo] Rank 0 is
-# ...\n0 is ...\n"), so its two fragments are removed wherever they fall.
-GLOO = re.compile(
-    r"\[Gloo\] Rank |\d+ is connected to \d+ peer ranks\. "
-    r"Expected number of connected peer ranks is : \d+\n?"
-)
-
-
-def strip_gloo(stdout: str) -> str:
-    return GLOO.sub("", stdout)
 
 
 def _free_port() -> int:
@@ -78,7 +64,6 @@ def launch(out: Path, commands: list[list[str]], processes: int, devices: int, c
         stdout, stderr = p.communicate(timeout=900)
         assert p.returncode == 0, stderr[-3000:]
         assert "Event loop is closed" not in stderr and "Traceback" not in stderr, stderr[-3000:]
-        stdout = strip_gloo(stdout)
         results.append(([json.loads(x) for x in log.read_text().splitlines()], stdout))
         log.unlink()
     return results

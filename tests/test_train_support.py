@@ -156,6 +156,9 @@ def use_synthetic(train_module, monkeypatch=None) -> None:
 
 
 if __name__ == "__main__":
+    from helpers import python_stdout_only
+
+    python_stdout_only()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tinygsm_jax import train
     from tinygsm_jax.cli import run_main
