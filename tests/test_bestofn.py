@@ -12,7 +12,11 @@ from tinygsm_jax.bestofn import (
     bootstrap_ci,
     bootstrap_intervals,
     compute_metrics,
+    joint_correct,
+    joint_logprob,
+    log_sigmoid,
     per_question_outcomes,
+    ranking_quality,
     sample_weights,
     weighted_majority_correct,
 )
@@ -164,3 +168,31 @@ def test_a_pick_against_itself_has_a_zero_paired_interval():
     for name in ("pass@1", "maj@1", "verify@1", "likelihood@1", "weighted@1"):
         assert got["vs_greedy"][name] == {"diff": 0.0, "ci95": [0.0, 0.0]}, name
         assert got["intervals"][name] == got["intervals"]["greedy@1"], name
+
+
+def test_joint_pick_multiplies_the_verifier_and_generator_probabilities():
+    """joint@k by hand: log sigmoid(score) + logprob, over numeric samples, first of equals."""
+    assert log_sigmoid(0.0) == pytest.approx(math.log(0.5))
+    assert log_sigmoid(2.0) == pytest.approx(math.log(sig(2.0)))
+    assert log_sigmoid(-800.0) == -800.0 and log_sigmoid(800.0) == 0.0  # no overflow, no log(0)
+    # A: the verifier's favourite (wrong), C: the generator's favourite (wrong), B: right.
+    # joint: A log sig(3) - 5 = -5.049, B log sig(1) - 2.5 = -2.813, C log sig(-2) - 1 = -3.127.
+    q = [row(0, 0, 5, False, 3.0, -5.0), row(0, 1, 6, True, 1.0, -2.5),
+         row(0, 2, 7, False, -2.0, -1.0), row(0, 3, None, False, 9.0, 0.0)]  # fmt: skip
+    assert joint_logprob(q[1]) == pytest.approx(math.log(sig(1.0)) - 2.5)
+    assert joint_correct(q) is True  # the crash has the best of both and is passed over
+    m = compute_metrics(q[::-1], [{"correct": False}])
+    assert m["verify@4"] == 0.0 and m["likelihood@4"] == 0.0 and m["joint@4"] == 1.0
+    assert m["joint@1"] == 0.0 and m["joint@2"] == 1.0  # A alone; then B beats A
+    # Equal joint values: the first sample wins, as for verify@k.
+    tie = [row(1, 0, 4, False, 0.0, -1.0), row(1, 1, 8, True, 0.0, -1.0)]
+    assert joint_correct(tie) is False and joint_correct([q[3]]) is False
+    # Its within-question AUC: B above A and C, so 2 of 2 pairs.
+    assert ranking_quality(q, key=joint_logprob) == {"within_question_auc": 1.0, "questions": 1}
+    # Only when the rows carry both a score and a log-probability.
+    assert "joint@4" not in compute_metrics(
+        [{k: v for k, v in r.items() if k != "logprob"} for r in q]
+    )
+    assert "joint@4" not in compute_metrics(
+        [{k: v for k, v in r.items() if k != "score"} for r in q]
+    )

@@ -13,6 +13,7 @@ from test_sampler import random_model
 from tinygsm_jax.bestofn import (
     bootstrap_intervals,
     compute_metrics,
+    joint_logprob,
     ks_for,
     majority_correct,
     pass_at_k,
@@ -164,7 +165,7 @@ def test_eval_gsm8k_with_verifier(shared_data, ckpts, tmp_path):
     assert set(report["metrics"]) == {"greedy@1"} | {
         f"{m}@{k}"
         for m in ("pass", "maj", "verify", "random", "distinct", "likelihood", "weighted",
-                  "weighted_likelihood")
+                  "weighted_likelihood", "joint")
         for k in (1, 2, 4)
     }  # fmt: skip
     assert report["metrics"] == compute_metrics(rows, greedy)  # the report is re-derivable
@@ -197,7 +198,7 @@ def test_eval_gsm8k_with_verifier(shared_data, ckpts, tmp_path):
     md = (out / "report.md").read_text()
     assert (
         "| k | pass@k (oracle) | maj@k | random@k | distinct@k | likelihood@k "
-        "| weighted_likelihood@k | verify@k | weighted@k |" in md
+        "| weighted_likelihood@k | verify@k | weighted@k | joint@k |" in md
     )
     assert "| 4 |" in md
     assert "| pick | accuracy | 95% CI | minus greedy (points) | paired 95% CI |" in md
@@ -209,6 +210,7 @@ def test_eval_gsm8k_with_verifier(shared_data, ckpts, tmp_path):
         f"{100 * d['ci95'][1]:+.1f} |" in md
     )
     assert report["likelihood_ranking"] == ranking_quality(rows, key="logprob")
+    assert report["joint_ranking"] == ranking_quality(rows, key=joint_logprob)
     # The verifier's score is its output at the candidate's last body token, the last position
     # its training loss covers (the target there is EOS), reproduced here.
     from tinygsm_jax.checkpoint import load_model
@@ -367,6 +369,7 @@ def test_rescoring_without_a_verifier_needs_no_checkpoint(tmp_path):
     assert rep["intervals"]["random@2"] == [0.5, 0.5]
     assert rep["vs_greedy"]["random@2"] == {"diff": -0.5, "ci95": [-0.5, -0.5]}
     assert "verify@2" not in rep["metrics"] and "verifier_ranking" not in rep
+    assert "joint@2" not in rep["metrics"] and "joint_ranking" not in rep
 
 
 @pytest.mark.parametrize(

@@ -41,12 +41,19 @@ tie goes to the group seen first); a question with no numeric sample counts as w
   normalised over the question's numeric samples (a softmax, which leaves the argmax alone and
   keeps long programs' tiny probabilities from underflowing). Only when the rows carry `logprob`.
 
+One pick combines the two rankings, as LEVER (Ni et al. 2023) reranks programs:
+
+* ``joint@k``: the numeric sample with the highest P_verifier(right) x P_generator(program),
+  i.e. log sigmoid(`score`) + `logprob` (ties: the first). The two rank on different knowledge
+  (the verifier reads the execution result; the generator knows its own training data), and
+  the product has no weight to tune. Only when the rows carry both.
+
 `bootstrap_intervals` gives 95% intervals for every pick at k = N and, paired on the same
 resampled questions, for each pick minus greedy@1: a difference of 5 points is only a result if
 its interval excludes 0 (at 200 questions one accuracy's standard error is about 3.5 points).
 
-Beside the metrics, `ranking_quality` says how well a key (the verifier's `score`, or
-`logprob`) orders each question's own numeric samples, the only ones verify@k chooses from:
+Beside the metrics, `ranking_quality` says how well a key (the verifier's `score`, `logprob`,
+or `joint_logprob`) orders each question's own numeric samples, the only ones verify@k chooses from:
 the probability that a correct one outscores a wrong one of the same question, over questions
 that have both (a within-question AUC; 0.5 is chance).
 """
@@ -55,7 +62,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -114,6 +121,22 @@ def _sigmoid(x: float) -> float:
         return 1.0 / (1.0 + math.exp(-x))
     e = math.exp(x)
     return e / (1.0 + e)
+
+
+def log_sigmoid(x: float) -> float:
+    """log(sigmoid(x)) without overflow or log(0) at large |x|."""
+    return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
+
+
+def joint_logprob(sample: dict) -> float:
+    """log P_verifier(right) + log P_generator(program): the `joint@k` key."""
+    return log_sigmoid(float(sample["score"])) + float(sample["logprob"])
+
+
+def joint_correct(samples: Sequence[dict]) -> bool:
+    """Whether the numeric sample with the highest `joint_logprob` (first of equals) is correct."""
+    numeric = _numeric(samples)
+    return bool(max(numeric, key=joint_logprob)["correct"]) if numeric else False
 
 
 def sample_weights(samples: Sequence[dict], key: str) -> list[float]:
@@ -209,6 +232,8 @@ def _question_values(samples: list[dict], n: int, k: int, has: dict[str, bool]) 
     if has["score"]:
         v["verify"] = float(verifier_correct(first))
         v["weighted"] = float(weighted_majority_correct(first, "score"))
+        if has["logprob"]:
+            v["joint"] = float(joint_correct(first))
     return v
 
 
@@ -306,15 +331,17 @@ def bootstrap_intervals(
 
 
 def ranking_quality(
-    candidates: Iterable[dict], key: str = "score"
+    candidates: Iterable[dict], key: str | Callable[[dict], float] = "score"
 ) -> dict[str, float | int | None]:
-    """Within-question AUC of `key` over numeric samples (ties count half), questions covered."""
+    """Within-question AUC of `key` (a field, or a function of a row such as `joint_logprob`)
+    over numeric samples (ties count half), and how many questions it covers."""
+    value = key if callable(key) else (lambda r: float(r[key]))
     wins = pairs = 0.0
     mixed = 0
     for samples in _by_question(candidates).values():
         numeric = _numeric(samples)
-        right = [float(r[key]) for r in numeric if r["correct"]]
-        wrong = [float(r[key]) for r in numeric if not r["correct"]]
+        right = [value(r) for r in numeric if r["correct"]]
+        wrong = [value(r) for r in numeric if not r["correct"]]
         if not right or not wrong:
             continue
         mixed += 1

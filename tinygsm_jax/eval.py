@@ -273,6 +273,7 @@ PICKS = (
     ("weighted_likelihood", "weighted_likelihood@k"),
     ("verify", "verify@k"),
     ("weighted", "weighted@k"),
+    ("joint", "joint@k"),
 )
 
 
@@ -313,12 +314,14 @@ def report_markdown(report: dict) -> str:
         "uniform pick, distinct@k a uniform pick among distinct programs, likelihood@k the "
         "generator's most likely sample, verify@k the verifier's highest score; the weighted "
         "picks sum each answer's weights over its samples (sigmoid of the verifier's score, or "
-        "the generator's probability) and take the heaviest answer.",
+        "the generator's probability) and take the heaviest answer; joint@k the sample with "
+        "the highest product of the verifier's probability and the generator's.",
     ]
     lines += interval_markdown(report)
     for key, who in (
         ("verifier_ranking", "Verifier"),
         ("likelihood_ranking", "Generator likelihood"),
+        ("joint_ranking", "Joint (verifier x generator)"),
     ):
         r = report.get(key)
         if r and r["questions"]:
@@ -385,7 +388,7 @@ def plot_accuracy(report: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for name, label in PICKS:
         if f"{name}@1" in m:
-            style = "-" if name in ("pass", "maj", "verify", "weighted") else ":"
+            style = "-" if name in ("pass", "maj", "verify", "weighted", "joint") else ":"
             ax.plot(ks, [100 * m[f"{name}@{k}"] for k in ks], style, marker="o", label=label)
     if "greedy@1" in m:
         ax.axhline(100 * m["greedy@1"], color="gray", linestyle="--", label="greedy")
@@ -612,11 +615,20 @@ def derive_report(report: dict, rows: list[dict], greedy_rows: list[dict]) -> di
 
     One function for a fresh run and a rescored one, so both reports are derived alike.
     """
-    from tinygsm_jax.bestofn import bootstrap_intervals, compute_metrics, ranking_quality
+    from tinygsm_jax.bestofn import (
+        bootstrap_intervals,
+        compute_metrics,
+        joint_logprob,
+        ranking_quality,
+    )
 
     report["metrics"] = compute_metrics(rows, greedy_rows)
-    for name, key in (("likelihood_ranking", "logprob"), ("verifier_ranking", "score")):
-        if all(r.get(key) is not None for r in rows):
+    for name, needs, key in (
+        ("likelihood_ranking", ("logprob",), "logprob"),
+        ("verifier_ranking", ("score",), "score"),
+        ("joint_ranking", ("score", "logprob"), joint_logprob),
+    ):
+        if all(r.get(f) is not None for r in rows for f in needs):
             report[name] = ranking_quality(rows, key=key)
         else:
             report.pop(name, None)
