@@ -4,7 +4,8 @@
 
 Every completed atomic write (`os.replace`, which `cli.atomic_path` ends with) appends its
 destination to WRITES_LOG, so a test can check that each output file is written once, and by
-one process. Stdout carries only what Python prints (native libraries' prints go to stderr). The CLIs run in one interpreter (`initialize_distributed` joins the run once).
+one process. Stdout carries only what Python prints (native libraries' prints go to stderr).
+The CLIs run in one interpreter (`initialize_distributed` joins the run once).
 
 Two MODULEs are test commands, not CLIs: `digest --checkpoint C [--init-from-config K=V ...]`
 prints `digest <what> <step> <sha256>` for the parameters `load_model` restores (and, with

@@ -53,9 +53,9 @@ resampled questions, for each pick minus greedy@1: a difference of 5 points is o
 its interval excludes 0 (at 200 questions one accuracy's standard error is about 3.5 points).
 
 Beside the metrics, `ranking_quality` says how well a key (the verifier's `score`, `logprob`,
-or `joint_logprob`) orders each question's own numeric samples, the only ones verify@k chooses from:
-the probability that a correct one outscores a wrong one of the same question, over questions
-that have both (a within-question AUC; 0.5 is chance).
+or `joint_logprob`) orders each question's own numeric samples, the only ones the picks choose
+from: the probability that a correct one outscores a wrong one of the same question, over
+questions that have both (a within-question AUC; 0.5 is chance).
 """
 
 from __future__ import annotations
