@@ -12,12 +12,12 @@ from tinygsm_jax.bestofn import (
     bootstrap_ci,
     bootstrap_intervals,
     compute_metrics,
-    joint_correct,
     joint_logprob,
     log_sigmoid,
     per_question_outcomes,
     ranking_quality,
     sample_weights,
+    verifier_correct,
     weighted_majority_correct,
 )
 
@@ -180,13 +180,15 @@ def test_joint_pick_multiplies_the_verifier_and_generator_probabilities():
     q = [row(0, 0, 5, False, 3.0, -5.0), row(0, 1, 6, True, 1.0, -2.5),
          row(0, 2, 7, False, -2.0, -1.0), row(0, 3, None, False, 9.0, 0.0)]  # fmt: skip
     assert joint_logprob(q[1]) == pytest.approx(math.log(sig(1.0)) - 2.5)
-    assert joint_correct(q) is True  # the crash has the best of both and is passed over
+    # The crash has the best of both and is passed over.
+    assert verifier_correct(q, joint_logprob) is True
     m = compute_metrics(q[::-1], [{"correct": False}])
     assert m["verify@4"] == 0.0 and m["likelihood@4"] == 0.0 and m["joint@4"] == 1.0
     assert m["joint@1"] == 0.0 and m["joint@2"] == 1.0  # A alone; then B beats A
     # Equal joint values: the first sample wins, as for verify@k.
     tie = [row(1, 0, 4, False, 0.0, -1.0), row(1, 1, 8, True, 0.0, -1.0)]
-    assert joint_correct(tie) is False and joint_correct([q[3]]) is False
+    assert verifier_correct(tie, joint_logprob) is False
+    assert verifier_correct([q[3]], joint_logprob) is False
     # Its within-question AUC: B above A and C, so 2 of 2 pairs.
     assert ranking_quality(q, key=joint_logprob) == {"within_question_auc": 1.0, "questions": 1}
     # Only when the rows carry both a score and a log-probability.

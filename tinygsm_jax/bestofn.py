@@ -108,12 +108,19 @@ def _numeric(samples: Sequence[dict]) -> list[dict]:
     return [s for s in samples if s.get("answer") is not None]
 
 
-def verifier_correct(samples: Sequence[dict], key: str = "score") -> bool:
+Key = str | Callable[[dict], float]  # a row's field, or a function of the row (`joint_logprob`)
+
+
+def _key_value(key: Key) -> Callable[[dict], float]:
+    return key if callable(key) else (lambda r: float(r[key]))
+
+
+def verifier_correct(samples: Sequence[dict], key: Key = "score") -> bool:
     """Whether the numeric sample with the highest `key` (the first of equals) is correct."""
     numeric = _numeric(samples)
     if not numeric:
         return False
-    return bool(max(numeric, key=lambda s: s[key])["correct"])
+    return bool(max(numeric, key=_key_value(key))["correct"])
 
 
 def _sigmoid(x: float) -> float:
@@ -131,12 +138,6 @@ def log_sigmoid(x: float) -> float:
 def joint_logprob(sample: dict) -> float:
     """log P_verifier(right) + log P_generator(program): the `joint@k` key."""
     return log_sigmoid(float(sample["score"])) + float(sample["logprob"])
-
-
-def joint_correct(samples: Sequence[dict]) -> bool:
-    """Whether the numeric sample with the highest `joint_logprob` (first of equals) is correct."""
-    numeric = _numeric(samples)
-    return bool(max(numeric, key=joint_logprob)["correct"]) if numeric else False
 
 
 def sample_weights(samples: Sequence[dict], key: str) -> list[float]:
@@ -233,7 +234,7 @@ def _question_values(samples: list[dict], n: int, k: int, has: dict[str, bool]) 
         v["verify"] = float(verifier_correct(first))
         v["weighted"] = float(weighted_majority_correct(first, "score"))
         if has["logprob"]:
-            v["joint"] = float(joint_correct(first))
+            v["joint"] = float(verifier_correct(first, joint_logprob))
     return v
 
 
@@ -331,11 +332,11 @@ def bootstrap_intervals(
 
 
 def ranking_quality(
-    candidates: Iterable[dict], key: str | Callable[[dict], float] = "score"
+    candidates: Iterable[dict], key: Key = "score"
 ) -> dict[str, float | int | None]:
     """Within-question AUC of `key` (a field, or a function of a row such as `joint_logprob`)
     over numeric samples (ties count half), and how many questions it covers."""
-    value = key if callable(key) else (lambda r: float(r[key]))
+    value = _key_value(key)
     wins = pairs = 0.0
     mixed = 0
     for samples in _by_question(candidates).values():
